@@ -6,27 +6,28 @@
 __all__ = ['BLOCKS', 'modulate', 'DiTBlock', 'AdaLNBlock', 'InContextBlock', 'CrossAttention', 'CrossAttentionBlock',
            'FinalLayer']
 
-# %% ../nbs/04_blocks.ipynb #7de0f22b
+# %% ../nbs/04_blocks.ipynb #f17bd695
 import torch
 from torch import nn
 from .attention import Attention, Mlp
 
-# %% ../nbs/04_blocks.ipynb #7289e2db
+# %% ../nbs/04_blocks.ipynb #06d91d27
 def modulate(x, shift, scale):
     """x (N, T, D) * (1 + scale) + shift, with shift and scale (N, D) broadcast over the tokens."""
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
-# %% ../nbs/04_blocks.ipynb #ac2b63b4
+# %% ../nbs/04_blocks.ipynb #1bc85b0c
 class DiTBlock(nn.Module):
     """A transformer block conditioned by adaLN-Zero: c -> (shift, scale, gate) for attention and for the MLP."""
     cond = 'vector'   # what the block reads: the summed embedding c of shape (N, D)
+    n_mod = 6         # shift, scale, gate for each of the two branches
     def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size, bias=True))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, self.n_mod * hidden_size, bias=True))
 
     def init_weights(self):
         """Zero the modulation so every gate is 0 and the block starts as the identity."""
@@ -38,18 +39,10 @@ class DiTBlock(nn.Module):
         x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
 
-# %% ../nbs/04_blocks.ipynb #2eb3d3f5
-class AdaLNBlock(nn.Module):
+# %% ../nbs/04_blocks.ipynb #aac74be8
+class AdaLNBlock(DiTBlock):
     """adaLN without the zero-initialised gates: c -> (shift, scale) for each branch, plain residuals."""
-    cond = 'vector'
-    def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
-        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 4 * hidden_size, bias=True))
-
+    n_mod = 4
     def init_weights(self): pass   # the generic xavier init of the model is kept
 
     def forward(self, x, c):
@@ -57,7 +50,7 @@ class AdaLNBlock(nn.Module):
         x = x + self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
         return x + self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
-# %% ../nbs/04_blocks.ipynb #50838bf5
+# %% ../nbs/04_blocks.ipynb #71f0d89a
 class InContextBlock(nn.Module):
     """A plain ViT block; conditioning arrives as extra tokens in the sequence (the model adds and removes them)."""
     cond = 'in-context'
@@ -74,7 +67,7 @@ class InContextBlock(nn.Module):
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
-# %% ../nbs/04_blocks.ipynb #adb645bb
+# %% ../nbs/04_blocks.ipynb #95bf9e81
 class CrossAttention(nn.Module):
     """Multi-head attention of the tokens x (N, T, D) to a context (N, S, D)."""
     def __init__(self, dim, num_heads):
@@ -84,29 +77,23 @@ class CrossAttention(nn.Module):
     def forward(self, x, context):
         return self.attn(x, context, context, need_weights=False)[0]
 
-class CrossAttentionBlock(nn.Module):
+class CrossAttentionBlock(InContextBlock):
     """Self-attention, then cross-attention to the conditioning tokens (N, 2, D), then the MLP."""
     cond = 'tokens'
     def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6)
-        self.attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
+        super().__init__(hidden_size, num_heads, mlp_ratio)
         self.norm_cross = nn.LayerNorm(hidden_size, eps=1e-6)
         self.cross_attn = CrossAttention(hidden_size, num_heads)
-        self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
-
-    def init_weights(self): pass
 
     def forward(self, x, c):
         x = x + self.attn(self.norm1(x))
         x = x + self.cross_attn(self.norm_cross(x), c)
         return x + self.mlp(self.norm2(x))
 
-# %% ../nbs/04_blocks.ipynb #00422c27
+# %% ../nbs/04_blocks.ipynb #140ae6e4
 BLOCKS = {'adaLN-Zero': DiTBlock, 'adaLN': AdaLNBlock, 'in-context': InContextBlock, 'cross-attention': CrossAttentionBlock}
 
-# %% ../nbs/04_blocks.ipynb #5276e3eb
+# %% ../nbs/04_blocks.ipynb #53102d37
 class FinalLayer(nn.Module):
     """adaLN (shift, scale) then Linear(D, p*p*C_out) per token."""
     def __init__(self, hidden_size, patch_size, out_channels):
