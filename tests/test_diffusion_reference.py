@@ -1,0 +1,110 @@
+"""Agreement of dit_edu's diffusion with the reference numbers in tests/fixtures/dit_golden.pt
+(facebookresearch/DiT's diffusion package, float32 on a CPU): every diffusion key within 1e-5 relative."""
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from dit_edu.diffusion import create_diffusion
+
+GOLDEN = Path(__file__).parent / "fixtures" / "dit_golden.pt"
+RTOL, ATOL = 1e-5, 1e-6          # relative, plus an absolute floor for entries that are (nearly) zero
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return torch.load(GOLDEN, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(golden):
+    from dit_edu.model import DiT
+    g = golden["model_tiny_sigma"]
+    model = DiT(**g["config"])
+    model.load_state_dict(g["state_dict"])
+    return model.eval()
+
+
+def close(actual, expected, rtol=RTOL, atol=ATOL):
+    actual = torch.as_tensor(np.asarray(actual) if not torch.is_tensor(actual) else actual)
+    torch.testing.assert_close(actual.to(expected.dtype), expected, rtol=rtol, atol=atol)
+
+
+def test_linear_schedule(golden):
+    d = create_diffusion("")
+    for key, ref in golden["diffusion_linear_1000"].items():
+        close(getattr(d, key), ref, atol=0)           # float64 arrays: relative only
+
+
+def test_cosine_betas(golden):
+    close(create_diffusion("", noise_schedule="squaredcos_cap_v2").betas, golden["betas_cosine_1000"], atol=0)
+    close(create_diffusion("", noise_schedule="cosine").betas, golden["betas_cosine_1000"], atol=0)
+
+
+@pytest.mark.parametrize("respacing", ["250", "50", "ddim25"])
+def test_respacing(golden, respacing):
+    ref = golden[f"respaced_{respacing}"]
+    d = create_diffusion(respacing)
+    assert d.timestep_map.tolist() == ref["timestep_map"].tolist()
+    close(d.betas, ref["betas"], atol=0)
+
+
+def test_diffusion_terms(golden, tiny_model):
+    g, d = golden["diffusion_terms"], create_diffusion("")
+    kw = dict(y=g["y"])
+    close(d.q_sample(g["x0"], g["t"], noise=g["noise"]), g["xt"])
+    with torch.no_grad():
+        terms = d.training_losses(tiny_model, g["x0"], g["t"], model_kwargs=kw, noise=g["noise"])
+        out = d.p_mean_variance(tiny_model, g["xt"], g["t"], clip_denoised=False, model_kwargs=kw)
+        clipped = d.p_mean_variance(tiny_model, g["xt"], g["t"], clip_denoised=True, model_kwargs=kw)
+        ddim = d.ddim_sample(tiny_model, g["xt"], g["t"], clip_denoised=False, model_kwargs=kw, eta=0.0)
+    for k in ("loss", "mse", "vb"): close(terms[k], g[k])
+    close(out["mean"], g["p_mean"]); close(out["variance"], g["p_variance"])
+    close(out["log_variance"], g["p_log_variance"]); close(out["pred_xstart"], g["pred_xstart"])
+    close(clipped["mean"], g["p_mean_clipped"]); close(clipped["pred_xstart"], g["pred_xstart_clipped"])
+    close(ddim["sample"], g["ddim_eta0"])
+
+
+def test_respaced_250_terms(golden, tiny_model):
+    g, base = golden["respaced_250_terms"], golden["diffusion_terms"]
+    d, kw = create_diffusion("250"), dict(y=base["y"])
+    close(d.q_sample(base["x0"], g["t"], noise=base["noise"]), g["xt"])
+    with torch.no_grad():
+        terms = d.training_losses(tiny_model, base["x0"], g["t"], model_kwargs=kw, noise=base["noise"])
+        out = d.p_mean_variance(tiny_model, g["xt"], g["t"], clip_denoised=False, model_kwargs=kw)
+    for k in ("loss", "mse", "vb"): close(terms[k], g[k])
+    close(out["mean"], g["p_mean"]); close(out["log_variance"], g["p_log_variance"]); close(out["pred_xstart"], g["pred_xstart"])
+
+
+def test_reference_sample_py_call_site(tiny_model):
+    "sample.py's call: doubled noise and labels, model.forward_with_cfg, model_kwargs y + cfg_scale, respaced."
+    d = create_diffusion("ddim25")
+    torch.manual_seed(0)
+    z = torch.randn(2, 4, 8, 8)
+    z = torch.cat([z, z], 0)
+    y = torch.tensor([1, 2, 10, 10])
+    kw = dict(y=y, cfg_scale=4.0)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = d.p_sample_loop(tiny_model.forward_with_cfg, z.shape, z, clip_denoised=False, model_kwargs=kw, progress=False)
+        b = d.ddim_sample_loop(tiny_model.forward_with_cfg, z.shape, z, clip_denoised=False, model_kwargs=kw)
+    assert a.shape == b.shape == z.shape and torch.isfinite(a).all() and torch.isfinite(b).all()
+    # the guided first halves are equal in the 3 guided channels of both halves' inputs at the first step only;
+    # the sample of the conditional half must differ from the unconditional one
+    assert not torch.allclose(b[:2], b[2:])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda: create_diffusion("fast"), "'fast'"),
+    (lambda: create_diffusion("2000"), "2000"),
+    (lambda: create_diffusion("ddim600"), "'ddim600'"),
+    (lambda: create_diffusion("250", noise_schedule="sigmoid"), "'sigmoid'"),
+    (lambda: create_diffusion("").q_sample(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1000])), "1000"),
+    (lambda: create_diffusion("").q_sample(torch.zeros(2, 1, 4, 4), torch.tensor([0, -1])), "-1"),
+    (lambda: create_diffusion("").q_sample(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1, 2])), "batch size 2"),
+    (lambda: create_diffusion("").q_sample(torch.zeros(2, 1, 4, 4), 3, noise=torch.zeros(2, 1, 4)), "noise shape"),
+    (lambda: create_diffusion("").training_losses(lambda x, t: torch.zeros_like(x), torch.zeros(2, 1, 4, 4), torch.tensor([0, 1])),
+     r"\(2, 2, 4, 4\)"),
+])
+def test_bad_input(bad, match):
+    with pytest.raises(ValueError, match=match):
+        bad()
