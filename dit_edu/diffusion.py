@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['space_timesteps', 'GaussianDiffusion', 'create_diffusion', 'Step', 'infer_device', 'gaussian_oracle']
 
-# %% ../nbs/08_diffusion.ipynb #26cd1553
+# %% ../nbs/08_diffusion.ipynb #6b69bb2e
 from dataclasses import dataclass
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from .schedule import NoiseSchedule, get_named_beta_schedule
 from .objective import MEAN_TYPES, VAR_TYPES, LOSS_TYPES, check_choice, model_distribution, hybrid_loss
 
-# %% ../nbs/08_diffusion.ipynb #0974c080
+# %% ../nbs/08_diffusion.ipynb #8828cad9
 def _parse_counts(section_counts):
     "Section counts from an int, a list or a string such as '250' or '10,15,20'."
     try:
@@ -22,7 +22,7 @@ def _parse_counts(section_counts):
     except (TypeError, ValueError):
         raise ValueError(f"unknown timestep respacing {section_counts!r}: expected e.g. '250', '10,15,20' or 'ddim50'") from None
 
-# %% ../nbs/08_diffusion.ipynb #39ade2c9
+# %% ../nbs/08_diffusion.ipynb #9c744606
 def space_timesteps(num_timesteps, section_counts):
     "The sorted steps to keep: `section_counts` ('250', '10,15,20', 'ddim50', or ints) spread over equal sections."
     if isinstance(section_counts, str) and section_counts.startswith("ddim"):
@@ -42,7 +42,7 @@ def space_timesteps(num_timesteps, section_counts):
         start += n
     return sorted(set(steps))
 
-# %% ../nbs/08_diffusion.ipynb #e0c0239e
+# %% ../nbs/08_diffusion.ipynb #2f322232
 class GaussianDiffusion(NoiseSchedule):
     "A (possibly respaced) diffusion process: schedule, model parameterization, loss, DDPM and DDIM sampling."
     def __init__(self, betas, mean_type="epsilon", var_type="learned_range", loss_type="mse", timestep_map=None):
@@ -56,14 +56,20 @@ class GaussianDiffusion(NoiseSchedule):
         self.timestep_map = tm
         self.learn_sigma = var_type == "learned_range"
 
-    def respace(self, section_counts):
-        "This process on fewer steps ('250', 'ddim50', ...): betas from alpha_bar at the kept steps (IDDPM Sec. 4)."
-        keep = space_timesteps(self.num_timesteps, section_counts)
+    def subset(self, use_timesteps):
+        "This process on the steps `use_timesteps` only: betas from alpha_bar at the kept steps (IDDPM Sec. 4)."
+        keep = sorted(set(int(i) for i in use_timesteps))
+        if not keep or keep[0] < 0 or keep[-1] >= self.num_timesteps:
+            raise ValueError(f"use_timesteps must be steps in [0, {self.num_timesteps - 1}], got {use_timesteps!r}")
         ab = self.alphas_cumprod[keep]
         betas = 1 - ab / np.append(1.0, ab[:-1])
         return GaussianDiffusion(betas, self.mean_type, self.var_type, self.loss_type, self.timestep_map[keep])
 
-# %% ../nbs/08_diffusion.ipynb #bf008b8c
+    def respace(self, section_counts):
+        "This process on fewer steps chosen by a respacing string ('250', 'ddim50', '10,15,20')."
+        return self.subset(space_timesteps(self.num_timesteps, section_counts))
+
+# %% ../nbs/08_diffusion.ipynb #3a6ed16c
 class _OriginalTimesteps:
     "A model wrapper that translates this process's step indices to the original timesteps the model was trained on."
     def __init__(self, model, diffusion): self.model, self.diffusion = model, diffusion
@@ -82,7 +88,7 @@ def wrap_model(self:GaussianDiffusion, model):
     "`model` as seen from this process: called with original timesteps."
     return model if isinstance(model, _OriginalTimesteps) else _OriginalTimesteps(model, self)
 
-# %% ../nbs/08_diffusion.ipynb #fa9779b4
+# %% ../nbs/08_diffusion.ipynb #77978a77
 @patch
 def p_mean_variance(self:GaussianDiffusion, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None):
     "The model's p(x_{t-1} | x_t): dict with 'mean', 'variance', 'log_variance', 'pred_xstart' (reference keys)."
@@ -91,7 +97,7 @@ def p_mean_variance(self:GaussianDiffusion, model, x, t, clip_denoised=True, den
     if isinstance(out, tuple): out = out[0]
     return model_distribution(self, out, x, t, self.mean_type, self.var_type, clip_denoised, denoised_fn)
 
-# %% ../nbs/08_diffusion.ipynb #5cc77cfa
+# %% ../nbs/08_diffusion.ipynb #7b043dfa
 @patch
 def training_losses(self:GaussianDiffusion, model, x_start, t, model_kwargs=None, noise=None):
     "Per-sample training terms at timesteps t: dict with 'loss' and, for the MSE losses, 'mse' and 'vb'."
@@ -102,7 +108,7 @@ def training_losses(self:GaussianDiffusion, model, x_start, t, model_kwargs=None
     if isinstance(out, tuple): out = out[0]
     return hybrid_loss(self, out, x_start, x_t, t, noise, self.mean_type, self.var_type, self.loss_type)
 
-# %% ../nbs/08_diffusion.ipynb #a6f5475c
+# %% ../nbs/08_diffusion.ipynb #ec7dbf8a
 def create_diffusion(timestep_respacing, noise_schedule="linear", use_kl=False, sigma_small=False, predict_xstart=False,
                      learn_sigma=True, rescale_learned_sigmas=False, diffusion_steps=1000):
     "A `GaussianDiffusion` configured exactly as DiT's `create_diffusion`, respaced by `timestep_respacing`."
@@ -113,7 +119,7 @@ def create_diffusion(timestep_respacing, noise_schedule="linear", use_kl=False, 
         loss_type="rescaled_kl" if use_kl else ("rescaled_mse" if rescale_learned_sigmas else "mse"))
     return base.respace([diffusion_steps] if timestep_respacing in (None, "") else timestep_respacing)
 
-# %% ../nbs/08_diffusion.ipynb #fc928564
+# %% ../nbs/08_diffusion.ipynb #a1a9f800
 @patch
 def p_sample(self:GaussianDiffusion, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None):
     "One ancestral step x_t -> x_{t-1} ~ p(x_{t-1} | x_t) (DDPM Alg. 2): dict with 'sample' and 'pred_xstart'."
@@ -122,7 +128,7 @@ def p_sample(self:GaussianDiffusion, model, x, t, clip_denoised=True, denoised_f
     sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * torch.randn_like(x)
     return dict(sample=sample, pred_xstart=out["pred_xstart"])
 
-# %% ../nbs/08_diffusion.ipynb #a0a22e67
+# %% ../nbs/08_diffusion.ipynb #55bdfe25
 @patch
 def ddim_sample(self:GaussianDiffusion, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None, eta=0.0):
     "One DDIM step x_t -> x_{t-1} (Song et al. 2021, Eq. 12): deterministic for eta = 0. Dict with 'sample', 'pred_xstart'."
@@ -134,7 +140,7 @@ def ddim_sample(self:GaussianDiffusion, model, x, t, clip_denoised=True, denoise
     nonzero = (t != 0).to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
     return dict(sample=mean + nonzero * sigma * torch.randn_like(x), pred_xstart=out["pred_xstart"])
 
-# %% ../nbs/08_diffusion.ipynb #91ac084a
+# %% ../nbs/08_diffusion.ipynb #e8e57bc5
 @dataclass
 class Step:
     "One reverse step: at chain `index` (original timestep `t`) the model saw `x_t`, predicted `pred_xstart`, gave `sample`."
@@ -145,7 +151,7 @@ class Step:
     sample: torch.Tensor
     def __getitem__(self, key): return getattr(self, key)                      # reference-style out["sample"]
 
-# %% ../nbs/08_diffusion.ipynb #b66d3137
+# %% ../nbs/08_diffusion.ipynb #37630f2c
 def infer_device(device=None, noise=None, model=None):
     "The device to sample on: `device`, else the noise's, else the model's (also for bound methods), else the CPU."
     if device is not None: return torch.device(device)
@@ -155,7 +161,7 @@ def infer_device(device=None, noise=None, model=None):
     p = next(params(), None) if callable(params) else None
     return p.device if p is not None else torch.device("cpu")
 
-# %% ../nbs/08_diffusion.ipynb #6c7ccafb
+# %% ../nbs/08_diffusion.ipynb #d6a69094
 @patch
 def initial_noise(self:GaussianDiffusion, shape, noise=None, device=None, model=None):
     "x_T: `noise` if given (checked against `shape`), else standard normal on the sampling device."
@@ -178,7 +184,7 @@ def _progressive(self:GaussianDiffusion, step_fn, model, shape, noise, device, p
         yield Step(i, int(self.timestep_map[i]), img, out["pred_xstart"], out["sample"])
         img = out["sample"]
 
-# %% ../nbs/08_diffusion.ipynb #7ba36970
+# %% ../nbs/08_diffusion.ipynb #7698a1f5
 @patch
 def p_sample_loop_progressive(self:GaussianDiffusion, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
                               model_kwargs=None, device=None, progress=False):
@@ -193,7 +199,7 @@ def p_sample_loop(self:GaussianDiffusion, model, shape, noise=None, clip_denoise
     for step in self.p_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn, model_kwargs, device, progress): pass
     return step.sample
 
-# %% ../nbs/08_diffusion.ipynb #fbe8d080
+# %% ../nbs/08_diffusion.ipynb #a4ab31b1
 @patch
 def ddim_sample_loop_progressive(self:GaussianDiffusion, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
                                  model_kwargs=None, device=None, progress=False, eta=0.0):
@@ -209,7 +215,7 @@ def ddim_sample_loop(self:GaussianDiffusion, model, shape, noise=None, clip_deno
                                                   progress, eta): pass
     return step.sample
 
-# %% ../nbs/08_diffusion.ipynb #8545978b
+# %% ../nbs/08_diffusion.ipynb #c09ad1c3
 def gaussian_oracle(mean, std, alphas_cumprod):
     "The exact eps-prediction model for data N(mean, std^2) under `alphas_cumprod` (original steps): a model for tests."
     ab_table = torch.as_tensor(np.asarray(alphas_cumprod), dtype=torch.float64)
