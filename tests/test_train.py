@@ -1,0 +1,108 @@
+"""dit-train end to end: resume after SIGKILL, DDP equivalence, bad checkpoints and paths, NaN stop, latents."""
+import os, signal, struct, subprocess, sys, time, zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from dit_edu.train import main, make_train_step, make_ema, step_randomness, read_checkpoint
+from dit_edu.model import DiT_models
+from dit_edu.diffusion import create_diffusion
+
+TINY = ['--model', 'DiT-Nano/8', '--global-batch-size', '8', '--log-every', '5', '--sample-every', '0', '--no-progress',
+        '--warmup-steps', '3']
+ROOT = Path(__file__).resolve().parents[1]
+RUN = "import sys; from dit_edu.train import main; main(sys.argv[1:])"
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', ''), OMP_NUM_THREADS='1')
+
+
+def _ckpt(run_dir, step):
+    return read_checkpoint(Path(run_dir) / 'checkpoints' / f'{step:07d}.pt')
+
+
+def _same(a, b):
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_step_changes_weights_and_lowers_loss():
+    torch.manual_seed(0)
+    m = DiT_models['DiT-Nano/8'](input_size=32, in_channels=1, num_classes=10)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0)
+    step = make_train_step(m, create_diffusion(""), opt, make_ema(m), ema_decay=0.9)
+    x, y = torch.rand(8, 1, 32, 32) * 2 - 1, torch.arange(8)
+    t, noise, _, _ = step_randomness(0, 0, x.shape, 1000)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    losses = [step(x, y, t, noise).item() for _ in range(10)]
+    assert not _same(before, m.state_dict())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+    """A 60-step run in this process (the reference for the resume and corruption tests)."""
+    d = tmp_path_factory.mktemp('full')
+    torch.set_num_threads(1)
+    t = main(TINY + ['--results-dir', str(d), '--max-steps', '60', '--ckpt-every', '20'])
+    return t.exp_dir
+
+
+def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
+    cmd = [sys.executable, '-c', RUN] + TINY + ['--results-dir', str(tmp_path), '--max-steps', '60', '--ckpt-every', '20']
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not list(tmp_path.glob('*/checkpoints/0000020.pt')) and p.poll() is None and time.time() < deadline: time.sleep(0.05)
+    assert p.poll() is None, f"run ended before it could be killed: {p.stderr.read().decode()[-2000:]}"
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert p.returncode == -signal.SIGKILL
+    run = next(tmp_path.glob('*-DiT-Nano-8'))
+    assert not (run / 'checkpoints' / '0000060.pt').exists()
+    torch.set_num_threads(1)
+    main(['--resume', str(run), '--no-progress'])
+    a, b = _ckpt(uninterrupted, 60), _ckpt(run, 60)
+    for part in ('model', 'ema'): assert _same(a[part], b[part]), part
+    sa, sb = a['opt']['state'], b['opt']['state']
+    assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+
+
+def test_corrupt_or_truncated_checkpoint_is_refused(uninterrupted, tmp_path):
+    good = (uninterrupted / 'checkpoints' / '0000020.pt').read_bytes()
+    cut = tmp_path / 'run' / 'checkpoints' / '0000020.pt'; cut.parent.mkdir(parents=True)
+    cut.write_bytes(good[:len(good) * 2 // 3])
+    with pytest.raises(ValueError, match='truncated'): main(['--resume', str(cut)])
+    zi = next(i for i in zipfile.ZipFile(uninterrupted / 'checkpoints' / '0000020.pt').infolist() if '/data/' in i.filename and i.file_size > 1000)
+    name_len, extra_len = struct.unpack('<HH', good[zi.header_offset + 26:zi.header_offset + 30])  # local header
+    off = zi.header_offset + 30 + name_len + extra_len + 100
+    bad = bytearray(good); bad[off] ^= 0x55
+    flip = tmp_path / 'flip.pt'; flip.write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match='corrupt'): main(['--resume', str(flip)])
+
+
+def test_wrong_data_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match='does not exist'): main(TINY + ['--data-path', str(tmp_path / 'nope')])
+    with pytest.raises(FileNotFoundError, match='dataset-fashion-mnist'):
+        main(TINY + ['--dataset', 'fashion-mnist', '--data-path', str(tmp_path)])
+
+
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
+    with pytest.raises(FloatingPointError, match='NaN or inf') as e:
+        main(TINY + ['--results-dir', str(tmp_path), '--max-steps', '40', '--ckpt-every', '2', '--log-every', '1',
+                     '--lr', '1e30', '--warmup-steps', '0'])
+    ckpts = sorted(tmp_path.glob('*/checkpoints/*.pt'))
+    assert all(torch.isfinite(v).all() for c in ckpts for v in read_checkpoint(c)['model'].values())
+    if ckpts: assert str(ckpts[-1]) in str(e.value)
+
+
+def test_ddp_two_processes_equal_one(uninterrupted, tmp_path):
+    """2 gloo processes with global batch 8 make the same update as the uninterrupted 1-process run."""
+    script = tmp_path / 'run.py'; script.write_text(RUN + "\n")
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29533', str(script)] + TINY + [
+        '--results-dir', str(tmp_path), '--max-steps', '20', '--ckpt-every', '20']
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = _ckpt(uninterrupted, 20), _ckpt(next(tmp_path.glob('*-DiT-Nano-8')), 20)
+    assert b['data']['world'] == 2
+    for part in ('model', 'ema'):
+        for k in a[part]: torch.testing.assert_close(a[part][k], b[part][k], atol=2e-5, rtol=1e-4, msg=f'{part}.{k}')
