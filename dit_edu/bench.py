@@ -7,7 +7,7 @@ __all__ = ['KERNEL_KINDS', 'matmul_tflops', 'sync', 'flops_per_image', 'build_mo
            'peak_gib', 'reset_memory', 'time_steps', 'kernel_kind', 'profile_steps', 'bench_train',
            'reference_sample_seconds', 'bench_sample', 'add_mfu', 'format_table', 'environment', 'parse_args', 'main']
 
-# %% ../nbs/15_bench.ipynb #8efd162c
+# %% ../nbs/15_bench.ipynb #857f20a1
 import argparse, json, math, time, warnings
 from datetime import datetime, timezone
 import numpy as np
@@ -17,7 +17,7 @@ from .model import DiT_models, model_gflops
 from .diffusion import create_diffusion
 from .fast import make_train_step, make_optimizer, GuidedSampler, choose_attention
 
-# %% ../nbs/15_bench.ipynb #0448b454
+# %% ../nbs/15_bench.ipynb #a052476d
 def matmul_tflops(device, n=None, dtype=torch.bfloat16, iters=10):
     "TFLOP/s of an n x n x n matrix product in `dtype` on `device` (n = 8192 on CUDA, 512 on a CPU), random data."
     device = torch.device(device)
@@ -33,12 +33,12 @@ def sync(device):
     "Wait for the device's queued work (no-op on a CPU)."
     if torch.device(device).type == "cuda": torch.cuda.synchronize(device)
 
-# %% ../nbs/15_bench.ipynb #d4dead06
+# %% ../nbs/15_bench.ipynb #fcdc4cc3
 def flops_per_image(name, input_size, num_classes, in_channels=4):
     "Forward FLOPs of one image (2 x the paper's multiply-add count), counted on the meta device."
     return 2e9 * model_gflops(name, input_size=input_size, in_channels=in_channels, num_classes=num_classes)
 
-# %% ../nbs/15_bench.ipynb #1bbe0a20
+# %% ../nbs/15_bench.ipynb #849d2f24
 def build_model(name, input_size, num_classes, device, seed=0, fused_attention=True, randomize_zero_init=False):
     "DiT `name` with seeded weights on `device`; `fused_attention=False` uses the hand-written attention."
     if name not in DiT_models: raise ValueError(f"unknown model {name!r}: expected one of {list(DiT_models)}")
@@ -51,7 +51,7 @@ def build_model(name, input_size, num_classes, device, seed=0, fused_attention=T
                 nn.init.normal_(m.weight, std=0.02)
     return model
 
-# %% ../nbs/15_bench.ipynb #d821ea77
+# %% ../nbs/15_bench.ipynb #13371880
 def reference_train_step(model, diffusion, opt, ema, micro=1, ema_decay=0.9999):
     "The reference's training step over `micro` equal micro-batches; returns the loss as a float (it syncs, like the reference)."
     def step(x, y, t, noise):
@@ -67,7 +67,7 @@ def reference_train_step(model, diffusion, opt, ema, micro=1, ema_decay=0.9999):
         return total
     return step
 
-# %% ../nbs/15_bench.ipynb #1a6ac793
+# %% ../nbs/15_bench.ipynb #a1cb43e8
 def bench_data(n_steps, batch, input_size, num_classes, device, seed=0, num_timesteps=1000):
     "Per-step batches (x, y, t, noise) drawn from a seeded CPU generator and moved to `device` before timing."
     g = torch.Generator().manual_seed(seed)
@@ -80,7 +80,7 @@ def bench_data(n_steps, batch, input_size, num_classes, device, seed=0, num_time
         out.append(tuple(a.to(device) for a in (x, y, t, noise)))
     return out
 
-# %% ../nbs/15_bench.ipynb #e5214052
+# %% ../nbs/15_bench.ipynb #e0bfab08
 def peak_gib(device):
     "Peak memory allocated on a CUDA device since the last reset, in GiB (None on a CPU)."
     return torch.cuda.max_memory_allocated(device) / 2 ** 30 if torch.device(device).type == "cuda" else None
@@ -107,7 +107,7 @@ def time_steps(step, data, device, warmup):
     if cuda: torch.cuda.set_sync_debug_mode(0)
     return [float(l) for l in losses], secs, warm_s if warmup else 0.0, syncs
 
-# %% ../nbs/15_bench.ipynb #e7f5b068
+# %% ../nbs/15_bench.ipynb #5fa0b7a0
 KERNEL_KINDS = (("attention", ("flash", "fmha", "sdpa", "attention", "dot_do_o")), ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas")),
                 ("optimizer+EMA", ("adam", "foreach", "multi_tensor")), ("triton (fused pointwise)", ("triton",)))
 
@@ -132,9 +132,9 @@ def profile_steps(step, data, device, path=None, n=2):
         kinds[kernel_kind(e.key)] = kinds.get(kernel_kind(e.key), 0.0) + dev / 1e3 / n
     return kinds
 
-# %% ../nbs/15_bench.ipynb #337dbe29
+# %% ../nbs/15_bench.ipynb #13dc5a22
 def bench_train(mode, name="DiT-XL/2", batch=128, steps=10, warmup=3, input_size=32, num_classes=1000, device="cuda",
-                compile=None, attention="auto", checkpointing=False, micro=1, seed=0, memory_budget=None, compile_mode=None,
+                compile=None, attention="auto", checkpointing=None, micro=1, seed=0, memory_budget=None, compile_mode=None,
                 profile=None):
     "Time `steps` training steps of `name` at `batch` in 'reference' or 'fast' mode; a dict of results."
     device = torch.device(device)
@@ -165,7 +165,7 @@ def bench_train(mode, name="DiT-XL/2", batch=128, steps=10, warmup=3, input_size
         except Exception as e: info["profile_error"] = repr(e)                     # the timings above still count
     return info
 
-# %% ../nbs/15_bench.ipynb #bfe87247
+# %% ../nbs/15_bench.ipynb #e5d87272
 def reference_sample_seconds(model, diffusion, z, y, cfg_scale, ref_steps, device):
     "Seconds per reference sampling step (the doubled batch through `p_sample`), timed over `ref_steps` steps after one."
     y2 = torch.cat([y, torch.full_like(y, model.num_classes)])
@@ -177,7 +177,7 @@ def reference_sample_seconds(model, diffusion, z, y, cfg_scale, ref_steps, devic
     sync(device)
     return (time.perf_counter() - start) / max(1, min(i, ref_steps))
 
-# %% ../nbs/15_bench.ipynb #d074e088
+# %% ../nbs/15_bench.ipynb #f05df2b2
 def bench_sample(mode, name="DiT-XL/2", images=64, sample_steps=250, input_size=32, num_classes=1000, device="cuda",
                  cfg_scale=4.0, compile=None, compile_mode=None, attention="auto", ref_steps=3, compare=0, seed=0):
     "Time guided DDPM sampling of `images` samples over `sample_steps` steps in 'reference' or 'fast' mode; a dict."
@@ -218,7 +218,7 @@ def bench_sample(mode, name="DiT-XL/2", images=64, sample_steps=250, input_size=
                 flops_per_image=2 * sample_steps * flops_per_image(name, input_size, num_classes))
     return info
 
-# %% ../nbs/15_bench.ipynb #cb293c3e
+# %% ../nbs/15_bench.ipynb #f2c2ad85
 def add_mfu(row, tflops):
     "Add 'mfu' (fraction of the measured matmul rate) to a result row."
     row["mfu"] = row["images_per_s"] * row["flops_per_image"] / (tflops * 1e12)
@@ -237,14 +237,14 @@ def format_table(rows):
                      f"{100 * r['mfu']:>6.1f}%{peak:>10}  {notes}")
     return "\n".join(lines)
 
-# %% ../nbs/15_bench.ipynb #b9d6e0d2
+# %% ../nbs/15_bench.ipynb #7d3ddc91
 def environment(device):
     "Card, versions and date of this run."
     device = torch.device(device)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return dict(device=card, torch=torch.__version__, date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
-# %% ../nbs/15_bench.ipynb #676137c3
+# %% ../nbs/15_bench.ipynb #03bf91ab
 def parse_args(argv=None):
     "The dit-bench command line."
     ap = argparse.ArgumentParser(prog="dit-bench", description="Time DiT training and guided sampling, reference vs fast.")
@@ -274,7 +274,7 @@ def parse_args(argv=None):
     ap.add_argument("--json", default="bench.json", help="where to write the results")
     return ap.parse_args(argv)
 
-# %% ../nbs/15_bench.ipynb #b5ec9828
+# %% ../nbs/15_bench.ipynb #e085e3a6
 def main(argv=None):
     "dit-bench: train-step and sampling throughput, reference and fast modes; prints a table, writes JSON."
     a = parse_args(argv)

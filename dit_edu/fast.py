@@ -7,7 +7,7 @@ __all__ = ['TABLES', 'ATTENTION_BACKENDS', 'schedule_tables', 'rows', 'process_k
            'ema_update', 'make_optimizer', 'time_attention_backends', 'choose_attention', 'make_train_step',
            'plain_train_step', 'GuidedSampler', 'guided_sample']
 
-# %% ../nbs/12a_fast.ipynb #1f862234
+# %% ../nbs/12a_fast.ipynb #64edb446
 import time
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from .objective import mean_flat, normal_kl, discretized_gaussian_log_likelihood
 
-# %% ../nbs/12a_fast.ipynb #0ba034db
+# %% ../nbs/12a_fast.ipynb #d16b723a
 TABLES = ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
           "posterior_mean_coef1", "posterior_mean_coef2", "posterior_log_variance_clipped", "log_betas",
           "fixed_large_log_variance")
@@ -31,7 +31,7 @@ def rows(tabs, name, t, x):
     "Rows t of table `name`, shaped (N, 1, ...) to broadcast against x."
     return tabs[name][t].view(-1, *([1] * (x.ndim - 1)))                         # (N, 1, 1, 1)
 
-# %% ../nbs/12a_fast.ipynb #7570fb57
+# %% ../nbs/12a_fast.ipynb #5de6b1f6
 def process_kind(diffusion):
     "mean_type, var_type and loss_type of `diffusion`; ValueError for the KL losses, which the fast path does not implement."
     kind = dict(mean_type=getattr(diffusion, "mean_type", "epsilon"), var_type=getattr(diffusion, "var_type", "learned_range"),
@@ -40,7 +40,7 @@ def process_kind(diffusion):
         raise ValueError(f"the fast loss implements loss_type 'mse' and 'rescaled_mse', got {kind['loss_type']!r}")
     return kind
 
-# %% ../nbs/12a_fast.ipynb #f36842c2
+# %% ../nbs/12a_fast.ipynb #5daf3681
 def vb_bits(tabs, x_start, x_t, t, pred, v, mean_type="epsilon"):
     "The variational-bound term (bits/dim) per sample for a learned-range variance v, from the tables (IDDPM Eq. 15)."
     min_log, max_log = rows(tabs, "posterior_log_variance_clipped", t, x_t), rows(tabs, "log_betas", t, x_t)
@@ -54,7 +54,7 @@ def vb_bits(tabs, x_start, x_t, t, pred, v, mean_type="epsilon"):
     nll = -discretized_gaussian_log_likelihood(x_start, means=mean, log_scales=0.5 * log_variance)
     return torch.where(t == 0, mean_flat(nll) / np.log(2.0), kl)
 
-# %% ../nbs/12a_fast.ipynb #0c8e02a6
+# %% ../nbs/12a_fast.ipynb #d07dbc19
 def fast_training_losses(model, tabs, x_start, t, y, noise, mean_type="epsilon", var_type="learned_range", loss_type="mse"):
     "Per-sample loss equal to `training_losses(...)['loss']`, without host syncs: t indexes the (respaced) process."
     x_t = rows(tabs, "sqrt_alphas_cumprod", t, x_start) * x_start + rows(tabs, "sqrt_one_minus_alphas_cumprod", t, x_start) * noise
@@ -67,20 +67,20 @@ def fast_training_losses(model, tabs, x_start, t, y, noise, mean_type="epsilon",
     if loss_type == "rescaled_mse": vb = vb * (len(tabs["log_betas"]) / 1000.0)
     return mse + vb
 
-# %% ../nbs/12a_fast.ipynb #67bb49e2
+# %% ../nbs/12a_fast.ipynb #a0957aca
 @torch.no_grad()
 def ema_update(ema_params, params, decay=0.9999):
     "ema <- decay * ema + (1 - decay) * param for lists of tensors, in two multi-tensor launches."
     torch._foreach_mul_(ema_params, decay)
     torch._foreach_add_(ema_params, params, alpha=1 - decay)
 
-# %% ../nbs/12a_fast.ipynb #f7ac60b6
+# %% ../nbs/12a_fast.ipynb #e3a8c6ba
 def make_optimizer(model, lr=1e-4, weight_decay=0.0, fused=None):
     "The reference's AdamW (lr 1e-4, no weight decay); fused kernel by default on CUDA."
     fused = next(model.parameters()).is_cuda if fused is None else fused
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused or None)
 
-# %% ../nbs/12a_fast.ipynb #ed801569
+# %% ../nbs/12a_fast.ipynb #c3254410
 ATTENTION_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
                       "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 
@@ -108,7 +108,7 @@ def choose_attention(model, batch, device):
     times = time_attention_backends(batch, heads, model.x_embedder.num_patches, dim // heads, device)
     return min(times, key=times.get) if times else "default"
 
-# %% ../nbs/12a_fast.ipynb #a1592d1f
+# %% ../nbs/12a_fast.ipynb #de5a1f3b
 def _attention_context(attention):
     "A context that restricts SDPA to the named backend (no restriction for 'default' or None)."
     if attention in (None, "default"): return sdpa_kernel(list(ATTENTION_BACKENDS.values()))
@@ -120,14 +120,14 @@ def _check_precision(precision):
     if precision not in ("bf16", "fp32"): raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
     return precision == "bf16"
 
-# %% ../nbs/12a_fast.ipynb #13add0c5
+# %% ../nbs/12a_fast.ipynb #d7c61beb
 def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision="bf16", compile=True,
-                    checkpointing=False, attention="default", compile_mode=None, memory_budget=None):
+                    checkpointing=None, attention="default", compile_mode=None, memory_budget=None):
     "A step function (x, y[, t, noise]) -> loss tensor: loss, backward, optimizer and EMA, with no host sync."
     bf16, kind = _check_precision(precision), process_kind(diffusion)
     device = next(model.parameters()).device
     tabs, T = schedule_tables(diffusion, device), diffusion.num_timesteps
-    model.grad_checkpointing = checkpointing                                       # per-block activation checkpointing
+    if checkpointing is not None: model.grad_checkpointing = checkpointing         # per-block activation checkpointing (None: as set)
     if memory_budget is not None:                                                  # compile recomputes cheap ops to fit (process-wide)
         torch._functorch.config.activation_memory_budget = memory_budget
     def loss_fn(x, y, t, noise):
@@ -148,7 +148,7 @@ def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision
         return loss.detach()
     return step
 
-# %% ../nbs/12a_fast.ipynb #900d049e
+# %% ../nbs/12a_fast.ipynb #c93a2017
 def plain_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999):
     "The reference's step: `training_losses`, backward, optimizer, per-parameter EMA; returns the loss tensor."
     def step(x, y, t=None, noise=None):
@@ -163,7 +163,7 @@ def plain_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999):
         return loss.detach()
     return step
 
-# %% ../nbs/12a_fast.ipynb #1eeed622
+# %% ../nbs/12a_fast.ipynb #75230f12
 class GuidedSampler:
     "DDPM ancestral sampling with classifier-free guidance; each step (both halves, guidance, update) is one compiled call."
     def __init__(self, model, diffusion, cfg_scale=4.0, precision="bf16", compile=True, compile_mode=None,
@@ -176,7 +176,7 @@ class GuidedSampler:
         self.cuda_graphs = compile and "reduce-overhead" in (compile_mode or "")      # outputs live in a reused graph pool
         self.step = torch.compile(self._step, dynamic=False, mode=compile_mode) if compile else self._step
 
-# %% ../nbs/12a_fast.ipynb #f3dcb9b3
+# %% ../nbs/12a_fast.ipynb #794cb92c
 @torch.no_grad()
 def _guided_step(self: GuidedSampler, x, t, y2, z):
     "x_t (n, C, H, W), step indices t (n,), labels y2 (2n,) cond then null, noise z -> x_{t-1}."
@@ -202,7 +202,7 @@ def _guided_step(self: GuidedSampler, x, t, y2, z):
 
 GuidedSampler._step = _guided_step
 
-# %% ../nbs/12a_fast.ipynb #38b87412
+# %% ../nbs/12a_fast.ipynb #1eaac178
 @torch.no_grad()
 def guided_sample(self: GuidedSampler, z, y, noise_fn=None):
     "Samples (n, C, H, W) from x_T = z for labels y (n,); noise_fn(i, like) gives step i's noise (default: randn)."
