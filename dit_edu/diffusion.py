@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['space_timesteps', 'GaussianDiffusion', 'create_diffusion', 'Step', 'infer_device', 'gaussian_oracle']
 
-# %% ../nbs/08_diffusion.ipynb #6b69bb2e
+# %% ../nbs/08_diffusion.ipynb #25e766bb
 from dataclasses import dataclass
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from .schedule import NoiseSchedule, get_named_beta_schedule
 from .objective import MEAN_TYPES, VAR_TYPES, LOSS_TYPES, check_choice, model_distribution, hybrid_loss
 
-# %% ../nbs/08_diffusion.ipynb #8828cad9
+# %% ../nbs/08_diffusion.ipynb #f55fef10
 def _parse_counts(section_counts):
     "Section counts from an int, a list or a string such as '250' or '10,15,20'."
     try:
@@ -22,7 +22,7 @@ def _parse_counts(section_counts):
     except (TypeError, ValueError):
         raise ValueError(f"unknown timestep respacing {section_counts!r}: expected e.g. '250', '10,15,20' or 'ddim50'") from None
 
-# %% ../nbs/08_diffusion.ipynb #9c744606
+# %% ../nbs/08_diffusion.ipynb #7baf7068
 def space_timesteps(num_timesteps, section_counts):
     "The sorted steps to keep: `section_counts` ('250', '10,15,20', 'ddim50', or ints) spread over equal sections."
     if isinstance(section_counts, str) and section_counts.startswith("ddim"):
@@ -42,7 +42,7 @@ def space_timesteps(num_timesteps, section_counts):
         start += n
     return sorted(set(steps))
 
-# %% ../nbs/08_diffusion.ipynb #2f322232
+# %% ../nbs/08_diffusion.ipynb #f5af6c92
 class GaussianDiffusion(NoiseSchedule):
     "A (possibly respaced) diffusion process: schedule, model parameterization, loss, DDPM and DDIM sampling."
     def __init__(self, betas, mean_type="epsilon", var_type="learned_range", loss_type="mse", timestep_map=None):
@@ -69,7 +69,7 @@ class GaussianDiffusion(NoiseSchedule):
         "This process on fewer steps chosen by a respacing string ('250', 'ddim50', '10,15,20')."
         return self.subset(space_timesteps(self.num_timesteps, section_counts))
 
-# %% ../nbs/08_diffusion.ipynb #3a6ed16c
+# %% ../nbs/08_diffusion.ipynb #97d35bc9
 class _OriginalTimesteps:
     "A model wrapper that translates this process's step indices to the original timesteps the model was trained on."
     def __init__(self, model, diffusion): self.model, self.diffusion = model, diffusion
@@ -88,7 +88,7 @@ def wrap_model(self:GaussianDiffusion, model):
     "`model` as seen from this process: called with original timesteps."
     return model if isinstance(model, _OriginalTimesteps) else _OriginalTimesteps(model, self)
 
-# %% ../nbs/08_diffusion.ipynb #77978a77
+# %% ../nbs/08_diffusion.ipynb #2463a8bf
 @patch
 def p_mean_variance(self:GaussianDiffusion, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None):
     "The model's p(x_{t-1} | x_t): dict with 'mean', 'variance', 'log_variance', 'pred_xstart' (reference keys)."
@@ -97,7 +97,7 @@ def p_mean_variance(self:GaussianDiffusion, model, x, t, clip_denoised=True, den
     if isinstance(out, tuple): out = out[0]
     return model_distribution(self, out, x, t, self.mean_type, self.var_type, clip_denoised, denoised_fn)
 
-# %% ../nbs/08_diffusion.ipynb #7b043dfa
+# %% ../nbs/08_diffusion.ipynb #480611ae
 @patch
 def training_losses(self:GaussianDiffusion, model, x_start, t, model_kwargs=None, noise=None):
     "Per-sample training terms at timesteps t: dict with 'loss' and, for the MSE losses, 'mse' and 'vb'."
@@ -108,7 +108,7 @@ def training_losses(self:GaussianDiffusion, model, x_start, t, model_kwargs=None
     if isinstance(out, tuple): out = out[0]
     return hybrid_loss(self, out, x_start, x_t, t, noise, self.mean_type, self.var_type, self.loss_type)
 
-# %% ../nbs/08_diffusion.ipynb #ec7dbf8a
+# %% ../nbs/08_diffusion.ipynb #7013df31
 def create_diffusion(timestep_respacing, noise_schedule="linear", use_kl=False, sigma_small=False, predict_xstart=False,
                      learn_sigma=True, rescale_learned_sigmas=False, diffusion_steps=1000):
     "A `GaussianDiffusion` configured exactly as DiT's `create_diffusion`, respaced by `timestep_respacing`."
@@ -119,7 +119,7 @@ def create_diffusion(timestep_respacing, noise_schedule="linear", use_kl=False, 
         loss_type="rescaled_kl" if use_kl else ("rescaled_mse" if rescale_learned_sigmas else "mse"))
     return base.respace([diffusion_steps] if timestep_respacing in (None, "") else timestep_respacing)
 
-# %% ../nbs/08_diffusion.ipynb #a1a9f800
+# %% ../nbs/08_diffusion.ipynb #d250817b
 @patch
 def p_sample(self:GaussianDiffusion, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None):
     "One ancestral step x_t -> x_{t-1} ~ p(x_{t-1} | x_t) (DDPM Alg. 2): dict with 'sample' and 'pred_xstart'."
@@ -128,7 +128,7 @@ def p_sample(self:GaussianDiffusion, model, x, t, clip_denoised=True, denoised_f
     sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * torch.randn_like(x)
     return dict(sample=sample, pred_xstart=out["pred_xstart"])
 
-# %% ../nbs/08_diffusion.ipynb #55bdfe25
+# %% ../nbs/08_diffusion.ipynb #68138eb5
 @patch
 def ddim_sample(self:GaussianDiffusion, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None, eta=0.0):
     "One DDIM step x_t -> x_{t-1} (Song et al. 2021, Eq. 12): deterministic for eta = 0. Dict with 'sample', 'pred_xstart'."
@@ -140,7 +140,7 @@ def ddim_sample(self:GaussianDiffusion, model, x, t, clip_denoised=True, denoise
     nonzero = (t != 0).to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
     return dict(sample=mean + nonzero * sigma * torch.randn_like(x), pred_xstart=out["pred_xstart"])
 
-# %% ../nbs/08_diffusion.ipynb #e8e57bc5
+# %% ../nbs/08_diffusion.ipynb #567e34b7
 @dataclass
 class Step:
     "One reverse step: at chain `index` (original timestep `t`) the model saw `x_t`, predicted `pred_xstart`, gave `sample`."
@@ -151,7 +151,7 @@ class Step:
     sample: torch.Tensor
     def __getitem__(self, key): return getattr(self, key)                      # reference-style out["sample"]
 
-# %% ../nbs/08_diffusion.ipynb #37630f2c
+# %% ../nbs/08_diffusion.ipynb #8a34af75
 def infer_device(device=None, noise=None, model=None):
     "The device to sample on: `device`, else the noise's, else the model's (also for bound methods), else the CPU."
     if device is not None: return torch.device(device)
@@ -161,7 +161,7 @@ def infer_device(device=None, noise=None, model=None):
     p = next(params(), None) if callable(params) else None
     return p.device if p is not None else torch.device("cpu")
 
-# %% ../nbs/08_diffusion.ipynb #d6a69094
+# %% ../nbs/08_diffusion.ipynb #98f9c660
 @patch
 def initial_noise(self:GaussianDiffusion, shape, noise=None, device=None, model=None):
     "x_T: `noise` if given (checked against `shape`), else standard normal on the sampling device."
@@ -180,11 +180,12 @@ def _progressive(self:GaussianDiffusion, step_fn, model, shape, noise, device, p
         indices = tqdm(indices)
     for i in indices:
         t = torch.full((img.shape[0],), i, device=img.device, dtype=torch.long)
+        self.mark_checked(t)                                                    # valid by construction: no sync
         with torch.no_grad(): out = step_fn(model, img, t, **kwargs)
         yield Step(i, int(self.timestep_map[i]), img, out["pred_xstart"], out["sample"])
         img = out["sample"]
 
-# %% ../nbs/08_diffusion.ipynb #7698a1f5
+# %% ../nbs/08_diffusion.ipynb #61136c72
 @patch
 def p_sample_loop_progressive(self:GaussianDiffusion, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
                               model_kwargs=None, device=None, progress=False):
@@ -199,7 +200,7 @@ def p_sample_loop(self:GaussianDiffusion, model, shape, noise=None, clip_denoise
     for step in self.p_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn, model_kwargs, device, progress): pass
     return step.sample
 
-# %% ../nbs/08_diffusion.ipynb #a4ab31b1
+# %% ../nbs/08_diffusion.ipynb #20552f44
 @patch
 def ddim_sample_loop_progressive(self:GaussianDiffusion, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
                                  model_kwargs=None, device=None, progress=False, eta=0.0):
@@ -215,7 +216,7 @@ def ddim_sample_loop(self:GaussianDiffusion, model, shape, noise=None, clip_deno
                                                   progress, eta): pass
     return step.sample
 
-# %% ../nbs/08_diffusion.ipynb #c09ad1c3
+# %% ../nbs/08_diffusion.ipynb #fba95743
 def gaussian_oracle(mean, std, alphas_cumprod):
     "The exact eps-prediction model for data N(mean, std^2) under `alphas_cumprod` (original steps): a model for tests."
     ab_table = torch.as_tensor(np.asarray(alphas_cumprod), dtype=torch.float64)

@@ -7,12 +7,12 @@ __all__ = ['MEAN_TYPES', 'VAR_TYPES', 'LOSS_TYPES', 'learned_range_log_variance'
            'model_distribution', 'mean_flat', 'normal_kl', 'approx_standard_normal_cdf',
            'discretized_gaussian_log_likelihood', 'vb_terms_bpd', 'hybrid_loss']
 
-# %% ../nbs/07_objective.ipynb #d9cd14fc
+# %% ../nbs/07_objective.ipynb #d012e235
 import numpy as np
 import torch
 from .schedule import NoiseSchedule
 
-# %% ../nbs/07_objective.ipynb #e840cb3c
+# %% ../nbs/07_objective.ipynb #61c50213
 def learned_range_log_variance(schedule:NoiseSchedule, var_values, t):
     "Log-variance from the model's v in [-1, 1]: frac log beta_t + (1 - frac) log beta-tilde_t, frac = (v + 1) / 2 (Eq. 15)."
     min_log = schedule.extract("posterior_log_variance_clipped", t, var_values)   # v = -1
@@ -20,7 +20,7 @@ def learned_range_log_variance(schedule:NoiseSchedule, var_values, t):
     frac = (var_values + 1) / 2
     return frac * max_log + (1 - frac) * min_log
 
-# %% ../nbs/07_objective.ipynb #982d7cd3
+# %% ../nbs/07_objective.ipynb #083d96db
 MEAN_TYPES, VAR_TYPES = ("epsilon", "start_x"), ("learned_range", "fixed_small", "fixed_large")
 LOSS_TYPES = ("mse", "rescaled_mse", "kl", "rescaled_kl")
 
@@ -28,7 +28,7 @@ def check_choice(kind, value, choices):
     "ValueError naming `value` unless it is one of `choices`."
     if value not in choices: raise ValueError(f"unknown {kind} {value!r}: expected one of {choices}")
 
-# %% ../nbs/07_objective.ipynb #20a62b93
+# %% ../nbs/07_objective.ipynb #2e46abcc
 def split_output(model_output, x, var_type="learned_range"):
     "Split a (N, 2C, ...) learned-variance output into (N, C, ...) halves; a fixed-variance output is (N, C, ...) and has no v."
     N, C = x.shape[:2]
@@ -37,7 +37,7 @@ def split_output(model_output, x, var_type="learned_range"):
         raise ValueError(f"model output has shape {tuple(model_output.shape)}, expected {expected} for var_type {var_type!r}")
     return model_output.split(C, dim=1) if var_type == "learned_range" else (model_output, None)
 
-# %% ../nbs/07_objective.ipynb #d6bd1365
+# %% ../nbs/07_objective.ipynb #cec8abba
 def model_distribution(schedule:NoiseSchedule, model_output, x_t, t, mean_type="epsilon", var_type="learned_range",
                        clip_denoised=True, denoised_fn=None):
     "p(x_{t-1} | x_t) from a raw model output: dict of 'mean', 'variance', 'log_variance', 'pred_xstart'."
@@ -53,17 +53,17 @@ def model_distribution(schedule:NoiseSchedule, model_output, x_t, t, mean_type="
     mean = schedule.q_posterior_mean_variance(pred_xstart, x_t, t)[0]
     return dict(mean=mean, variance=torch.exp(log_variance), log_variance=log_variance, pred_xstart=pred_xstart)
 
-# %% ../nbs/07_objective.ipynb #0a0ee0ff
+# %% ../nbs/07_objective.ipynb #e2339763
 def mean_flat(x):
     "Mean over every dimension except the batch dimension: (N, ...) -> (N,)."
     return x.mean(dim=list(range(1, x.ndim)))
 
-# %% ../nbs/07_objective.ipynb #faa774c9
+# %% ../nbs/07_objective.ipynb #733c184b
 def normal_kl(mean1, logvar1, mean2, logvar2):
     "KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) elementwise, in nats."
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
-# %% ../nbs/07_objective.ipynb #90711946
+# %% ../nbs/07_objective.ipynb #f106b62f
 def approx_standard_normal_cdf(x):
     "The standard normal CDF, tanh approximation (as in the reference and PixelCNN++)."
     return 0.5 * (1.0 + torch.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * torch.pow(x, 3))))
@@ -80,7 +80,7 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
     log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
-# %% ../nbs/07_objective.ipynb #61b97a54
+# %% ../nbs/07_objective.ipynb #0206b0b1
 def vb_terms_bpd(schedule:NoiseSchedule, x_start, x_t, t, mean, log_variance):
     "The t-th term of the variational bound per sample, in bits/dim: L_0 (decoder NLL) where t == 0, else L_{t-1} (KL)."
     true_mean, _, true_log_variance = schedule.q_posterior_mean_variance(x_start, x_t, t)
@@ -88,7 +88,7 @@ def vb_terms_bpd(schedule:NoiseSchedule, x_start, x_t, t, mean, log_variance):
     nll = -discretized_gaussian_log_likelihood(x_start, means=mean, log_scales=0.5 * log_variance)
     return torch.where(t == 0, mean_flat(nll) / np.log(2.0), kl)
 
-# %% ../nbs/07_objective.ipynb #f3f789ea
+# %% ../nbs/07_objective.ipynb #afc9a4ed
 def hybrid_loss(schedule:NoiseSchedule, model_output, x_start, x_t, t, noise, mean_type="epsilon",
                 var_type="learned_range", loss_type="mse"):
     "Per-sample training terms from a model output: 'loss', plus 'mse' and 'vb' (Improved DDPM's L_hybrid as in the reference)."

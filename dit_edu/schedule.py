@@ -5,19 +5,19 @@
 # %% auto #0
 __all__ = ['linear_betas', 'cosine_alpha_bar', 'cosine_betas', 'get_named_beta_schedule', 'NoiseSchedule']
 
-# %% ../nbs/06_schedule.ipynb #3cc585b1
+# %% ../nbs/06_schedule.ipynb #f3fc1577
 import math
 import numpy as np
 import torch
 from fastcore.basics import patch
 
-# %% ../nbs/06_schedule.ipynb #1649b11e
+# %% ../nbs/06_schedule.ipynb #051521a0
 def linear_betas(num_timesteps):
     "Ho et al.'s linear betas (1e-4 to 0.02 at 1000 steps), both ends scaled by 1000/T as the reference does."
     scale = 1000 / num_timesteps
     return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
 
-# %% ../nbs/06_schedule.ipynb #dc48987e
+# %% ../nbs/06_schedule.ipynb #81761378
 def cosine_alpha_bar(s):
     "Improved DDPM's alpha_bar as a function of continuous time s in [0, 1] (Eq. 17, offset 0.008)."
     return np.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
@@ -28,7 +28,7 @@ def cosine_betas(num_timesteps, max_beta=0.999):
     f = cosine_alpha_bar(s)
     return np.minimum(1 - f[1:] / f[:-1], max_beta)
 
-# %% ../nbs/06_schedule.ipynb #e3d08ba1
+# %% ../nbs/06_schedule.ipynb #8e80d94c
 def get_named_beta_schedule(schedule_name, num_timesteps):
     "Betas (float64 numpy) for a named schedule: 'linear' or 'cosine' (alias 'squaredcos_cap_v2')."
     if not isinstance(num_timesteps, (int, np.integer)) or num_timesteps < 1:
@@ -37,7 +37,7 @@ def get_named_beta_schedule(schedule_name, num_timesteps):
     if schedule_name in ("cosine", "squaredcos_cap_v2"): return cosine_betas(num_timesteps)
     raise ValueError(f"unknown noise schedule {schedule_name!r}: expected 'linear' or 'cosine' ('squaredcos_cap_v2')")
 
-# %% ../nbs/06_schedule.ipynb #ac52093d
+# %% ../nbs/06_schedule.ipynb #0172a543
 class NoiseSchedule:
     "The fixed forward process: every per-timestep coefficient as a float64 numpy array, named as in the reference."
     def __init__(self, betas):
@@ -57,13 +57,14 @@ class NoiseSchedule:
         self.log_betas = np.log(betas)
         self._init_posterior()
         self._device_cache = {}                                                    # (name, device) -> torch copy
+        self._checked = None                                                       # the last validated t tensor
 
     @property
     def snr(self):
         "Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) per timestep."
         return self.alphas_cumprod / (1.0 - self.alphas_cumprod)
 
-# %% ../nbs/06_schedule.ipynb #2d99f020
+# %% ../nbs/06_schedule.ipynb #8a81d606
 @patch
 def _init_posterior(self:NoiseSchedule):
     "Coefficients of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, Eq. 6-7)."
@@ -78,7 +79,7 @@ def _init_posterior(self:NoiseSchedule):
     self.fixed_large_variance = np.append(pv[1], b[1:]) if len(pv) > 1 else b
     self.fixed_large_log_variance = np.log(self.fixed_large_variance)
 
-# %% ../nbs/06_schedule.ipynb #7a730355
+# %% ../nbs/06_schedule.ipynb #27a3b853
 @patch
 def check_timesteps(self:NoiseSchedule, t, x):
     "`t` as a (N,) long tensor on x's device (an int is repeated N times); ValueError if out of range or mismatched."
@@ -87,12 +88,20 @@ def check_timesteps(self:NoiseSchedule, t, x):
     if not torch.is_tensor(t) or t.ndim != 1 or t.is_floating_point():
         raise ValueError(f"t must be an int or a 1-D integer tensor of timesteps, got {t!r}")
     if t.shape[0] != N: raise ValueError(f"t has {t.shape[0]} timesteps but x has batch size {N}")
-    lo, hi = int(t.min()), int(t.max())
+    t = t.to(x.device)
+    if self._checked is not None and self._checked[0] is t and self._checked[1] == t._version: return t
+    lo, hi = int(t.min()), int(t.max())                                            # one host sync per new t
     if lo < 0 or hi >= self.num_timesteps:
         raise ValueError(f"timesteps must lie in [0, {self.num_timesteps - 1}], got values from {lo} to {hi}")
-    return t.to(x.device)
+    self.mark_checked(t)
+    return t
 
-# %% ../nbs/06_schedule.ipynb #9345a28a
+@patch
+def mark_checked(self:NoiseSchedule, t):
+    "Remember `t` as valid, so nested calls with the same (unmodified) tensor skip the range check's host sync."
+    self._checked = (t, t._version)
+
+# %% ../nbs/06_schedule.ipynb #1e8cd81a
 @patch
 def extract(self:NoiseSchedule, name, t, x):
     "Rows `t` of schedule array `name` on x's device, as float32 (float64 for float64 x), shaped (N, 1, ...) like x."
@@ -104,7 +113,7 @@ def extract(self:NoiseSchedule, name, t, x):
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     return table[t].to(dtype).view(-1, *([1] * (x.ndim - 1)))                      # (N, 1, 1, 1)
 
-# %% ../nbs/06_schedule.ipynb #8fb0bebb
+# %% ../nbs/06_schedule.ipynb #2c82b256
 @patch
 def q_sample(self:NoiseSchedule, x_start, t, noise=None):
     "Draw x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (Ho et al. 2020, Eq. 4)."
@@ -115,7 +124,7 @@ def q_sample(self:NoiseSchedule, x_start, t, noise=None):
     return (self.extract("sqrt_alphas_cumprod", t, x_start) * x_start
             + self.extract("sqrt_one_minus_alphas_cumprod", t, x_start) * noise)
 
-# %% ../nbs/06_schedule.ipynb #b33981d1
+# %% ../nbs/06_schedule.ipynb #51ab779e
 @patch
 def q_posterior_mean_variance(self:NoiseSchedule, x_start, x_t, t):
     "Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, Eq. 6-7)."
@@ -125,7 +134,7 @@ def q_posterior_mean_variance(self:NoiseSchedule, x_start, x_t, t):
     mean = self.extract("posterior_mean_coef1", t, x_t) * x_start + self.extract("posterior_mean_coef2", t, x_t) * x_t
     return mean, self.extract("posterior_variance", t, x_t), self.extract("posterior_log_variance_clipped", t, x_t)
 
-# %% ../nbs/06_schedule.ipynb #96052006
+# %% ../nbs/06_schedule.ipynb #53bff918
 @patch
 def predict_xstart_from_eps(self:NoiseSchedule, x_t, t, eps):
     "x_0 implied by x_t and a noise prediction: x_t / sqrt(alpha_bar_t) - sqrt(1/alpha_bar_t - 1) eps."

@@ -76,21 +76,27 @@ def test_respaced_250_terms(golden, tiny_model):
 
 
 def test_reference_sample_py_call_site(tiny_model):
-    "sample.py's call: doubled noise and labels, model.forward_with_cfg, model_kwargs y + cfg_scale, respaced."
+    "sample.py's call: doubled noise and labels, model.forward_with_cfg as the model, y and cfg_scale as model_kwargs."
     d = create_diffusion("ddim25")
-    torch.manual_seed(0)
-    z = torch.randn(2, 4, 8, 8)
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     z = torch.cat([z, z], 0)
-    y = torch.tensor([1, 2, 10, 10])
-    kw = dict(y=y, cfg_scale=4.0)
-    with torch.no_grad():
-        torch.manual_seed(1)
-        a = d.p_sample_loop(tiny_model.forward_with_cfg, z.shape, z, clip_denoised=False, model_kwargs=kw, progress=False)
-        b = d.ddim_sample_loop(tiny_model.forward_with_cfg, z.shape, z, clip_denoised=False, model_kwargs=kw)
+    kw = dict(y=torch.tensor([1, 2, 10, 10]), cfg_scale=4.0)
+    a = d.p_sample_loop(tiny_model.forward_with_cfg, z.shape, z, clip_denoised=False, model_kwargs=kw, progress=False)
+    b = d.ddim_sample_loop(tiny_model.forward_with_cfg, z.shape, z, clip_denoised=False, model_kwargs=kw)
     assert a.shape == b.shape == z.shape and torch.isfinite(a).all() and torch.isfinite(b).all()
-    # the guided first halves are equal in the 3 guided channels of both halves' inputs at the first step only;
-    # the sample of the conditional half must differ from the unconditional one
+    # the two halves share their guided channels but not the rest (conditional vs unconditional), so they drift apart
     assert not torch.allclose(b[:2], b[2:])
+
+
+def test_guidance_wrapper_matches_reference_cfg(golden, tiny_model):
+    "ClassifierFreeGuidance on the conditional half equals the reference forward_with_cfg's first half (3 guided channels)."
+    from dit_edu.sampling import ClassifierFreeGuidance
+    g = golden["model_tiny_sigma"]["cfg"]
+    n = len(g["x"]) // 2
+    assert (g["y"][n:] == tiny_model.num_classes).all()            # the golden second half is the null class
+    with torch.no_grad():
+        out = ClassifierFreeGuidance(tiny_model, float(g["scale"]))(g["x"][:n], g["t"][:n], g["y"][:n])
+    close(out, g["out"][:n])
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -108,3 +114,15 @@ def test_reference_sample_py_call_site(tiny_model):
 def test_bad_input(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
+
+
+def test_progress_bar_and_generators(tiny_model, capsys):
+    "progress=True shows a tqdm bar and changes nothing; the progressive generators yield one Step per model call."
+    from dit_edu.sampling import Sampler
+    d, z, kw = create_diffusion("ddim10"), torch.randn(2, 4, 8, 8), dict(y=torch.tensor([1, 2]))
+    quiet = d.ddim_sample_loop(tiny_model, z.shape, z, model_kwargs=kw)
+    loud = d.ddim_sample_loop(tiny_model, z.shape, z, model_kwargs=kw, progress=True)
+    assert torch.equal(quiet, loud) and "10/10" in capsys.readouterr().err
+    steps = list(Sampler(create_diffusion(""), "dpm++2m", steps=8).progressive(tiny_model, z.shape, z, model_kwargs=kw))
+    assert len(steps) == 8 and steps[0].t == 999 and steps[-1].t == 0
+    assert all(s.x_t.shape == s.pred_xstart.shape == s.sample.shape == z.shape for s in steps)
