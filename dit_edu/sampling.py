@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['SAMPLERS', 'ClassifierFreeGuidance', 'dpm_solver_coefficients', 'logsnr_timesteps', 'Sampler']
 
-# %% ../nbs/09_sampling.ipynb #e9e3fb06
+# %% ../nbs/09_sampling.ipynb #ddc457bf
 import numpy as np
 import torch
 from fastcore.basics import patch
 from .objective import check_choice
 from .diffusion import GaussianDiffusion
 
-# %% ../nbs/09_sampling.ipynb #6323cc66
+# %% ../nbs/09_sampling.ipynb #d3a1a255
 class ClassifierFreeGuidance:
     "Guided model: eps_uncond + s (eps_cond - eps_uncond) from one forward of 2N; the reference's first 3 channels unless `all_channels`."
     def __init__(self, model, cfg_scale, all_channels=False, null_class=None):
@@ -32,7 +32,7 @@ class ClassifierFreeGuidance:
         guided = uncond[:, :k] + self.cfg_scale * (cond[:, :k] - uncond[:, :k])
         return torch.cat([guided, cond[:, k:]], dim=1)
 
-# %% ../nbs/09_sampling.ipynb #0e89a211
+# %% ../nbs/09_sampling.ipynb #41583704
 def dpm_solver_coefficients(diffusion:GaussianDiffusion):
     "Per step i (x_t at index i -> index i-1): a_i, b_i for x' = a x + b D, and c_i = 1/(2 r_i) for the 2M correction (float64)."
     ab, ab_prev = diffusion.alphas_cumprod, diffusion.alphas_cumprod_prev
@@ -44,7 +44,7 @@ def dpm_solver_coefficients(diffusion:GaussianDiffusion):
     c[:-1] = h[:-1] / (2 * h[1:])                                           # 1/(2 r_i), r_i = h_{i+1}/h_i (previous step)
     return a, b, c
 
-# %% ../nbs/09_sampling.ipynb #e47a4271
+# %% ../nbs/09_sampling.ipynb #f1db9a1a
 class _DPMSolverStep:
     "The DPM-Solver++ step function for `_progressive`: remembers the previous x_0 prediction and its position in the chain."
     def __init__(self, diffusion, order):
@@ -62,7 +62,7 @@ class _DPMSolverStep:
         self.prev = x0
         return dict(sample=self.a[self.i] * x + self.b[self.i] * D, pred_xstart=x0)
 
-# %% ../nbs/09_sampling.ipynb #3960a934
+# %% ../nbs/09_sampling.ipynb #f7f74a5f
 @patch
 def dpm_solver_sample_loop_progressive(self:GaussianDiffusion, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
                                        model_kwargs=None, device=None, progress=False, order=2):
@@ -78,7 +78,7 @@ def dpm_solver_sample_loop(self:GaussianDiffusion, model, shape, noise=None, cli
                                                         device, progress, order): pass
     return step.sample
 
-# %% ../nbs/09_sampling.ipynb #6b212c26
+# %% ../nbs/09_sampling.ipynb #3411204f
 def logsnr_timesteps(diffusion:GaussianDiffusion, n):
     "At most `n` steps of `diffusion`, evenly spaced in half log-SNR from its last step to its first (always both ends)."
     if not isinstance(n, (int, np.integer)) or n < 2: raise ValueError(f"need an integer number of steps >= 2, got {n!r}")
@@ -87,7 +87,7 @@ def logsnr_timesteps(diffusion:GaussianDiffusion, n):
     targets = np.linspace(lam[-1], lam[0], n)
     return sorted(set(int(np.argmin(np.abs(lam - v))) for v in targets))
 
-# %% ../nbs/09_sampling.ipynb #418eda74
+# %% ../nbs/09_sampling.ipynb #922490e8
 SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 
 class Sampler:
