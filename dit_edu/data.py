@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['FASHION_DIR', 'FASHION_FILES', 'FASHION_CLASSES', 'VAE_SCALE', 'VAE_HUB', 'read_idx', 'find_fashion_mnist',
            'FashionMNIST', 'center_crop_arr', 'imagefolder_dataset', 'load_vae', 'encode_latents', 'decode_latents',
-           'tiny_vae_config', 'extract_latents', 'LatentDataset', 'extract_main', 'detect_dataset', 'make_dataset']
+           'tiny_vae_config', 'extract_latents', 'LatentDataset', 'extract', 'extract_main', 'detect_dataset',
+           'make_dataset']
 
-# %% ../nbs/10_data.ipynb #f49c62cd
+# %% ../nbs/10_data.ipynb #cda9d18e
 import argparse, gzip, json, os, struct, sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-# %% ../nbs/10_data.ipynb #f29b5560
+# %% ../nbs/10_data.ipynb #33ae9d93
 def read_idx(path):
     "Read an IDX file (optionally gzipped) into a uint8 tensor."
     path = Path(path)
@@ -31,7 +32,7 @@ def read_idx(path):
         raise ValueError(f"{path}: header says shape {shape} but holds {body.size} bytes (truncated?)")
     return torch.from_numpy(body.copy()).reshape(shape)
 
-# %% ../nbs/10_data.ipynb #99954ea3
+# %% ../nbs/10_data.ipynb #217c64b5
 FASHION_DIR = Path('/usr/share/datasets/fashion-mnist')  # Debian's dataset-fashion-mnist
 FASHION_FILES = {True: ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
                  False: ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
@@ -45,7 +46,7 @@ def _idx_in(folder, name):
             if f.is_file(): return f
     return None
 
-# %% ../nbs/10_data.ipynb #c0ffa973
+# %% ../nbs/10_data.ipynb #b22092a0
 def _fashion_help(extra=''):
     return (f"Fashion-MNIST not found{extra}. Provide it in one of three ways: (1) install Debian's package "
             f"(`apt-get install dataset-fashion-mnist`, files in {FASHION_DIR}); (2) pass --data-path DIR where "
@@ -73,7 +74,7 @@ def find_fashion_mnist(data_path=None, train=True, download=True, cache_dir=None
         except Exception as e: raise FileNotFoundError(_fashion_help(f" (download failed: {e})")) from e
     raise FileNotFoundError(_fashion_help())
 
-# %% ../nbs/10_data.ipynb #b3f5a4b1
+# %% ../nbs/10_data.ipynb #fba9bc44
 class FashionMNIST(Dataset):
     "Fashion-MNIST as (1, S, S) floats in [-1, 1] and int64 labels; S > 28 pads with background."
     def __init__(self, data_path=None, train=True, image_size=32, download=True):
@@ -93,7 +94,7 @@ class FashionMNIST(Dataset):
         idx = torch.as_tensor(idx)
         return list(zip(self._convert(self.images[idx]), self.labels[idx]))
 
-# %% ../nbs/10_data.ipynb #a71be276
+# %% ../nbs/10_data.ipynb #c5411c57
 def center_crop_arr(pil_image, image_size):
     "ADM's centre crop: box-downsample, bicubic-resize the short side to `image_size`, crop the centre."
     while min(*pil_image.size) >= 2 * image_size:
@@ -104,7 +105,7 @@ def center_crop_arr(pil_image, image_size):
     top, left = (arr.shape[0] - image_size) // 2, (arr.shape[1] - image_size) // 2
     return Image.fromarray(arr[top:top + image_size, left:left + image_size])
 
-# %% ../nbs/10_data.ipynb #c8811336
+# %% ../nbs/10_data.ipynb #b2b671a6
 def imagefolder_dataset(root, image_size):
     "An ImageFolder (one subfolder per class) with ADM centre crop and values in [-1, 1]; flips happen in the trainer."
     from torchvision import transforms
@@ -117,7 +118,7 @@ def imagefolder_dataset(root, image_size):
     except (FileNotFoundError, RuntimeError) as e:
         raise FileNotFoundError(f"--data-path {root}: no images in class subfolders ({e})") from e
 
-# %% ../nbs/10_data.ipynb #3e4e2fd0
+# %% ../nbs/10_data.ipynb #73b9d029
 VAE_SCALE = 0.18215  # Stable Diffusion's latent scale factor
 VAE_HUB = {'ema': 'stabilityai/sd-vae-ft-ema', 'mse': 'stabilityai/sd-vae-ft-mse'}
 
@@ -130,7 +131,7 @@ def load_vae(name='ema', device='cpu'):
     except Exception as e: raise OSError(f"could not load the VAE {name!r} (from {src}): {e}") from e
     return vae.to(device).eval().requires_grad_(False)
 
-# %% ../nbs/10_data.ipynb #445fb7c5
+# %% ../nbs/10_data.ipynb #e0be91f1
 @torch.no_grad()
 def encode_latents(vae, x, sample=True, generator=None):
     "Images (N, 3, H, W) in [-1, 1] -> scaled latents (N, 4, H/8, W/8)."
@@ -142,14 +143,14 @@ def decode_latents(vae, z):
     "Scaled latents -> images in [-1, 1]."
     return vae.decode(z / VAE_SCALE).sample.clamp(-1, 1)
 
-# %% ../nbs/10_data.ipynb #3216f347
+# %% ../nbs/10_data.ipynb #3f46c4ad
 def tiny_vae_config():
     "Config of a tiny AutoencoderKL (random weights) for tests: 4 latent channels, downsampling 8."
     return dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=32,
                 block_out_channels=(32, 32, 64, 64), down_block_types=('DownEncoderBlock2D',) * 4,
                 up_block_types=('UpDecoderBlock2D',) * 4, sample_size=64)
 
-# %% ../nbs/10_data.ipynb #fdf5c7b0
+# %% ../nbs/10_data.ipynb #aeeea836
 @torch.no_grad()
 def extract_latents(dataset, vae, out_dir, batch_size=32, num_workers=0, device='cpu', seed=0, sample=True):
     "Encode `dataset` (and its mirror image) once; write latents.npy (N, 2, 4, h, w) fp16, labels.npy, meta.json."
@@ -168,7 +169,7 @@ def extract_latents(dataset, vae, out_dir, batch_size=32, num_workers=0, device=
     (out_dir/'meta.json').write_text(json.dumps(meta))
     return meta
 
-# %% ../nbs/10_data.ipynb #95a92867
+# %% ../nbs/10_data.ipynb #da41e007
 class LatentDataset(Dataset):
     "Latents written by `extract_latents`: items are ((2, 4, h, w) float32 [plain, mirrored], label)."
     def __init__(self, root):
@@ -183,13 +184,13 @@ class LatentDataset(Dataset):
     def __len__(self): return len(self.labels)
     def __getitem__(self, i): return torch.from_numpy(self.latents[i].astype(np.float32)), int(self.labels[i])
 
-# %% ../nbs/10_data.ipynb #77334d43
-def extract_main(argv=None):
-    "Command line `dit-extract`: VAE latents of an image folder, written once to disk."
+# %% ../nbs/10_data.ipynb #9d0df7bd
+def extract(argv=None):
+    "Run dit-extract with the command-line arguments `argv`: VAE latents of an image folder, written once to disk; returns meta."
     p = argparse.ArgumentParser(description="Pre-compute VAE latents of an ImageNet-style folder for dit-train.")
     p.add_argument('--data-path', required=True, help="ImageFolder root (one subfolder per class)")
     p.add_argument('--features-path', '--out', dest='out', required=True, help="output folder for latents.npy, labels.npy, meta.json")
-    p.add_argument('--image-size', type=int, default=256, choices=[256, 512], help="image side (the latent is 1/8)")
+    p.add_argument('--image-size', type=int, default=256, help="image side, a multiple of 8 (the latent is 1/8): 256 or 512 for DiT")
     p.add_argument('--vae', default='ema', help="'ema', 'mse' (Stable Diffusion's VAEs) or a local AutoencoderKL folder")
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--num-workers', type=int, default=4)
@@ -197,12 +198,17 @@ def extract_main(argv=None):
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--mean', action='store_true', help="store the posterior mean instead of a sample")
     a = p.parse_args(argv)
+    if a.image_size % 8: raise ValueError(f"--image-size must be a multiple of 8 (the VAE downsamples by 8), got {a.image_size}")
     ds = imagefolder_dataset(a.data_path, a.image_size)
     meta = extract_latents(ds, load_vae(a.vae, a.device), a.out, a.batch_size, a.num_workers, a.device, a.seed, not a.mean)
     print(f"wrote {meta['n']} latents of shape {meta['shape']} (x2 with mirror images) to {a.out}")
     return meta
 
-# %% ../nbs/10_data.ipynb #114290d3
+def extract_main(argv=None):
+    "Console script `dit-extract`."
+    extract(argv)
+
+# %% ../nbs/10_data.ipynb #419ac86e
 def detect_dataset(data_path):
     "Guess the dataset kind from the contents of `data_path`: 'fashion-mnist', 'latents' or 'imagefolder'."
     if data_path is None: return 'fashion-mnist'

@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from dit_edu.train import main, make_train_step, make_ema, step_randomness, read_checkpoint
+from dit_edu.train import train, make_train_step, make_ema, step_randomness, read_checkpoint
 from dit_edu.model import DiT_models
 from dit_edu.diffusion import create_diffusion
 
-TINY = ['--model', 'DiT-Nano/8', '--global-batch-size', '8', '--log-every', '5', '--sample-every', '0', '--no-progress',
+TINY = ['--model', 'DiT-Nano/8', '--image-size', '32', '--global-batch-size', '8', '--log-every', '5', '--sample-every', '0', '--no-progress',
         '--warmup-steps', '3']
 ROOT = Path(__file__).resolve().parents[1]
-RUN = "import sys; from dit_edu.train import main; main(sys.argv[1:])"
+RUN = "import sys; from dit_edu.train import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _env():
@@ -45,7 +45,7 @@ def uninterrupted(tmp_path_factory):
     """A 60-step run in this process (the reference for the resume and corruption tests)."""
     d = tmp_path_factory.mktemp('full')
     torch.set_num_threads(1)
-    t = main(TINY + ['--results-dir', str(d), '--max-steps', '60', '--ckpt-every', '20'])
+    t = train(TINY + ['--results-dir', str(d), '--max-steps', '60', '--ckpt-every', '20'])
     return t.exp_dir
 
 
@@ -60,7 +60,7 @@ def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
     run = next(tmp_path.glob('*-DiT-Nano-8'))
     assert not (run / 'checkpoints' / '0000060.pt').exists()
     torch.set_num_threads(1)
-    main(['--resume', str(run), '--no-progress'])
+    train(['--resume', str(run), '--no-progress'])
     a, b = _ckpt(uninterrupted, 60), _ckpt(run, 60)
     for part in ('model', 'ema'): assert _same(a[part], b[part]), part
     sa, sb = a['opt']['state'], b['opt']['state']
@@ -71,24 +71,24 @@ def test_corrupt_or_truncated_checkpoint_is_refused(uninterrupted, tmp_path):
     good = (uninterrupted / 'checkpoints' / '0000020.pt').read_bytes()
     cut = tmp_path / 'run' / 'checkpoints' / '0000020.pt'; cut.parent.mkdir(parents=True)
     cut.write_bytes(good[:len(good) * 2 // 3])
-    with pytest.raises(ValueError, match='truncated'): main(['--resume', str(cut)])
+    with pytest.raises(ValueError, match='truncated'): train(['--resume', str(cut)])
     zi = next(i for i in zipfile.ZipFile(uninterrupted / 'checkpoints' / '0000020.pt').infolist() if '/data/' in i.filename and i.file_size > 1000)
     name_len, extra_len = struct.unpack('<HH', good[zi.header_offset + 26:zi.header_offset + 30])  # local header
     off = zi.header_offset + 30 + name_len + extra_len + 100
     bad = bytearray(good); bad[off] ^= 0x55
     flip = tmp_path / 'flip.pt'; flip.write_bytes(bytes(bad))
-    with pytest.raises(ValueError, match='corrupt'): main(['--resume', str(flip)])
+    with pytest.raises(ValueError, match='corrupt'): train(['--resume', str(flip)])
 
 
 def test_wrong_data_path_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match='does not exist'): main(TINY + ['--data-path', str(tmp_path / 'nope')])
+    with pytest.raises(FileNotFoundError, match='does not exist'): train(TINY + ['--data-path', str(tmp_path / 'nope')])
     with pytest.raises(FileNotFoundError, match='dataset-fashion-mnist'):
-        main(TINY + ['--dataset', 'fashion-mnist', '--data-path', str(tmp_path)])
+        train(TINY + ['--dataset', 'fashion-mnist', '--data-path', str(tmp_path)])
 
 
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match='NaN or inf') as e:
-        main(TINY + ['--results-dir', str(tmp_path), '--max-steps', '40', '--ckpt-every', '2', '--log-every', '1',
+        train(TINY + ['--results-dir', str(tmp_path), '--max-steps', '40', '--ckpt-every', '2', '--log-every', '1',
                      '--lr', '1e30', '--warmup-steps', '0'])
     ckpts = sorted(tmp_path.glob('*/checkpoints/*.pt'))
     assert all(torch.isfinite(v).all() for c in ckpts for v in read_checkpoint(c)['model'].values())
