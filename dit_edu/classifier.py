@@ -6,7 +6,7 @@
 __all__ = ['ASSETS', 'CLASSIFIER_FILE', 'FashionClassifier', 'predict', 'accuracy', 'train_classifier', 'save_classifier',
            'load_classifier', 'frechet_distance', 'reference_features', 'evaluate_samples', 'main']
 
-# %% ../nbs/11_classifier.ipynb #563f61b9
+# %% ../nbs/11_classifier.ipynb #4029c875
 import argparse, json, time
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from torch import nn
 import dit_edu
 from .data import FashionMNIST, FASHION_CLASSES
 
-# %% ../nbs/11_classifier.ipynb #d4ed0c14
+# %% ../nbs/11_classifier.ipynb #68ff7309
 class FashionClassifier(nn.Module):
     "A small CNN for (N, 1, 32, 32) Fashion-MNIST images in [-1, 1]; `features` gives the 128-d vector used for FID."
     def __init__(self, width=16, feat_dim=128, num_classes=10):
@@ -35,7 +35,7 @@ class FashionClassifier(nn.Module):
     def features(self, x): return self.fc(self.body(self._prep(x)))  # (N, feat_dim)
     def forward(self, x): return self.head(self.features(x))        # (N, num_classes)
 
-# %% ../nbs/11_classifier.ipynb #87977e77
+# %% ../nbs/11_classifier.ipynb #bd1c69cf
 def _augment(x, g):
     "Random horizontal flips and shifts of up to 2 pixels of a (N, 1, S, S) batch."
     flip = torch.rand(len(x), generator=g) < 0.5
@@ -43,7 +43,7 @@ def _augment(x, g):
     dx, dy = torch.randint(-2, 3, (2,), generator=g).tolist()
     return torch.roll(F.pad(x, (2,) * 4, value=-1.0), (dy, dx), (-2, -1))[..., 2:-2, 2:-2]
 
-# %% ../nbs/11_classifier.ipynb #088735e6
+# %% ../nbs/11_classifier.ipynb #c9e71e99
 @torch.no_grad()
 def predict(clf, x, batch_size=500):
     "Logits and features of images (N, 1, S, S), in batches."
@@ -55,7 +55,7 @@ def accuracy(clf, x, y):
     "Share of images that the classifier puts in class `y`."
     return (predict(clf, x)[0].argmax(1) == y.to(x.device)).float().mean().item()
 
-# %% ../nbs/11_classifier.ipynb #adf126f2
+# %% ../nbs/11_classifier.ipynb #b9feaebf
 def train_classifier(epochs=3, batch_size=128, lr=3e-3, seed=0, n_train=None, data_path=None, verbose=True):
     "Train a `FashionClassifier` on (the first `n_train` of) the Fashion-MNIST training set."
     torch.manual_seed(seed)
@@ -73,7 +73,7 @@ def train_classifier(epochs=3, batch_size=128, lr=3e-3, seed=0, n_train=None, da
         if verbose: print(f"epoch {ep + 1}/{epochs}: last loss {loss.item():.3f} ({time.time() - t0:.0f} s)")
     return clf.eval()
 
-# %% ../nbs/11_classifier.ipynb #7075104e
+# %% ../nbs/11_classifier.ipynb #bdaf3b7c
 ASSETS = Path(dit_edu.__file__).parent/'assets'  # shipped files (package data)
 CLASSIFIER_FILE = 'fmnist_classifier.safetensors'
 
@@ -92,7 +92,7 @@ def load_classifier(path=None, device='cpu'):
         clf.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
     return clf.to(device).eval()
 
-# %% ../nbs/11_classifier.ipynb #62a3e7e7
+# %% ../nbs/11_classifier.ipynb #29cd000a
 def _sqrtm_psd(a):
     "Square root of a symmetric positive semi-definite matrix."
     ev, v = torch.linalg.eigh(a)
@@ -107,7 +107,7 @@ def frechet_distance(f1, f2):
     covmean_tr = torch.linalg.eigvalsh(r1 @ s2 @ r1).clamp(min=0).sqrt().sum()
     return ((mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * covmean_tr).item()
 
-# %% ../nbs/11_classifier.ipynb #b5cd0cf0
+# %% ../nbs/11_classifier.ipynb #f4eaddc4
 _REF = {}
 def reference_features(clf, data_path=None):
     "Classifier features of the 10,000 Fashion-MNIST test images (cached per classifier)."
@@ -124,7 +124,7 @@ def evaluate_samples(x, y, clf=None):
     per_class = {FASHION_CLASSES[c]: hit[y.cpu() == c].mean().item() for c in y.unique().tolist()}
     return dict(accuracy=hit.mean().item(), fid=frechet_distance(f.cpu(), reference_features(clf)), n=len(x), per_class=per_class)
 
-# %% ../nbs/11_classifier.ipynb #bf97fe88
+# %% ../nbs/11_classifier.ipynb #e97d3ca6
 def main(argv=None):
     "Train the Fashion-MNIST classifier and save it as safetensors."
     p = argparse.ArgumentParser(description="Train the Fashion-MNIST judge used to score DiT samples.")

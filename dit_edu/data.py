@@ -8,7 +8,7 @@ __all__ = ['FASHION_DIR', 'FASHION_FILES', 'FASHION_CLASSES', 'VAE_SCALE', 'VAE_
            'tiny_vae_config', 'extract_latents', 'LatentDataset', 'extract', 'extract_main', 'detect_dataset',
            'make_dataset']
 
-# %% ../nbs/10_data.ipynb #cda9d18e
+# %% ../nbs/10_data.ipynb #9f00da03
 import argparse, gzip, json, os, struct, sys
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-# %% ../nbs/10_data.ipynb #33ae9d93
+# %% ../nbs/10_data.ipynb #299f00d0
 def read_idx(path):
     "Read an IDX file (optionally gzipped) into a uint8 tensor."
     path = Path(path)
@@ -32,7 +32,7 @@ def read_idx(path):
         raise ValueError(f"{path}: header says shape {shape} but holds {body.size} bytes (truncated?)")
     return torch.from_numpy(body.copy()).reshape(shape)
 
-# %% ../nbs/10_data.ipynb #217c64b5
+# %% ../nbs/10_data.ipynb #c8c490d0
 FASHION_DIR = Path('/usr/share/datasets/fashion-mnist')  # Debian's dataset-fashion-mnist
 FASHION_FILES = {True: ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
                  False: ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
@@ -46,7 +46,7 @@ def _idx_in(folder, name):
             if f.is_file(): return f
     return None
 
-# %% ../nbs/10_data.ipynb #b22092a0
+# %% ../nbs/10_data.ipynb #57b69c69
 def _fashion_help(extra=''):
     return (f"Fashion-MNIST not found{extra}. Provide it in one of three ways: (1) install Debian's package "
             f"(`apt-get install dataset-fashion-mnist`, files in {FASHION_DIR}); (2) pass --data-path DIR where "
@@ -74,7 +74,7 @@ def find_fashion_mnist(data_path=None, train=True, download=True, cache_dir=None
         except Exception as e: raise FileNotFoundError(_fashion_help(f" (download failed: {e})")) from e
     raise FileNotFoundError(_fashion_help())
 
-# %% ../nbs/10_data.ipynb #fba9bc44
+# %% ../nbs/10_data.ipynb #180a2b8f
 class FashionMNIST(Dataset):
     "Fashion-MNIST as (1, S, S) floats in [-1, 1] and int64 labels; S > 28 pads with background."
     def __init__(self, data_path=None, train=True, image_size=32, download=True):
@@ -94,7 +94,7 @@ class FashionMNIST(Dataset):
         idx = torch.as_tensor(idx)
         return list(zip(self._convert(self.images[idx]), self.labels[idx]))
 
-# %% ../nbs/10_data.ipynb #c5411c57
+# %% ../nbs/10_data.ipynb #1ad72f4a
 def center_crop_arr(pil_image, image_size):
     "ADM's centre crop: box-downsample, bicubic-resize the short side to `image_size`, crop the centre."
     while min(*pil_image.size) >= 2 * image_size:
@@ -105,7 +105,7 @@ def center_crop_arr(pil_image, image_size):
     top, left = (arr.shape[0] - image_size) // 2, (arr.shape[1] - image_size) // 2
     return Image.fromarray(arr[top:top + image_size, left:left + image_size])
 
-# %% ../nbs/10_data.ipynb #b2b671a6
+# %% ../nbs/10_data.ipynb #ac0ef892
 def imagefolder_dataset(root, image_size):
     "An ImageFolder (one subfolder per class) with ADM centre crop and values in [-1, 1]; flips happen in the trainer."
     from torchvision import transforms
@@ -118,7 +118,7 @@ def imagefolder_dataset(root, image_size):
     except (FileNotFoundError, RuntimeError) as e:
         raise FileNotFoundError(f"--data-path {root}: no images in class subfolders ({e})") from e
 
-# %% ../nbs/10_data.ipynb #73b9d029
+# %% ../nbs/10_data.ipynb #bc6f6346
 VAE_SCALE = 0.18215  # Stable Diffusion's latent scale factor
 VAE_HUB = {'ema': 'stabilityai/sd-vae-ft-ema', 'mse': 'stabilityai/sd-vae-ft-mse'}
 
@@ -131,7 +131,7 @@ def load_vae(name='ema', device='cpu'):
     except Exception as e: raise OSError(f"could not load the VAE {name!r} (from {src}): {e}") from e
     return vae.to(device).eval().requires_grad_(False)
 
-# %% ../nbs/10_data.ipynb #e0be91f1
+# %% ../nbs/10_data.ipynb #d7464fef
 @torch.no_grad()
 def encode_latents(vae, x, sample=True, generator=None):
     "Images (N, 3, H, W) in [-1, 1] -> scaled latents (N, 4, H/8, W/8)."
@@ -143,14 +143,14 @@ def decode_latents(vae, z):
     "Scaled latents -> images in [-1, 1]."
     return vae.decode(z / VAE_SCALE).sample.clamp(-1, 1)
 
-# %% ../nbs/10_data.ipynb #3f46c4ad
+# %% ../nbs/10_data.ipynb #c5e38101
 def tiny_vae_config():
     "Config of a tiny AutoencoderKL (random weights) for tests: 4 latent channels, downsampling 8."
     return dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=32,
                 block_out_channels=(32, 32, 64, 64), down_block_types=('DownEncoderBlock2D',) * 4,
                 up_block_types=('UpDecoderBlock2D',) * 4, sample_size=64)
 
-# %% ../nbs/10_data.ipynb #aeeea836
+# %% ../nbs/10_data.ipynb #f954ca55
 @torch.no_grad()
 def extract_latents(dataset, vae, out_dir, batch_size=32, num_workers=0, device='cpu', seed=0, sample=True):
     "Encode `dataset` (and its mirror image) once; write latents.npy (N, 2, 4, h, w) fp16, labels.npy, meta.json."
@@ -169,7 +169,7 @@ def extract_latents(dataset, vae, out_dir, batch_size=32, num_workers=0, device=
     (out_dir/'meta.json').write_text(json.dumps(meta))
     return meta
 
-# %% ../nbs/10_data.ipynb #da41e007
+# %% ../nbs/10_data.ipynb #a5534b92
 class LatentDataset(Dataset):
     "Latents written by `extract_latents`: items are ((2, 4, h, w) float32 [plain, mirrored], label)."
     def __init__(self, root):
@@ -184,7 +184,7 @@ class LatentDataset(Dataset):
     def __len__(self): return len(self.labels)
     def __getitem__(self, i): return torch.from_numpy(self.latents[i].astype(np.float32)), int(self.labels[i])
 
-# %% ../nbs/10_data.ipynb #9d0df7bd
+# %% ../nbs/10_data.ipynb #d940a8d7
 def extract(argv=None):
     "Run dit-extract with the command-line arguments `argv`: VAE latents of an image folder, written once to disk; returns meta."
     p = argparse.ArgumentParser(description="Pre-compute VAE latents of an ImageNet-style folder for dit-train.")
@@ -208,7 +208,7 @@ def extract_main(argv=None):
     "Console script `dit-extract`."
     extract(argv)
 
-# %% ../nbs/10_data.ipynb #419ac86e
+# %% ../nbs/10_data.ipynb #ed1ead54
 def detect_dataset(data_path):
     "Guess the dataset kind from the contents of `data_path`: 'fashion-mnist', 'latents' or 'imagefolder'."
     if data_path is None: return 'fashion-mnist'

@@ -9,7 +9,7 @@ __all__ = ['CKPT_KEYS', 'TINY_DEFAULTS', 'PAPER_DEFAULTS', 'RESUME_OVERRIDES', '
            'latest_checkpoint', 'generate', 'save_grid', 'grid_labels', 'plot_losses', 'Trainer', 'tqdm_write', 'train',
            'main']
 
-# %% ../nbs/12_train.ipynb #c04abbeb
+# %% ../nbs/12_train.ipynb #a92c176f
 import argparse, copy, json, math, os, random, sys, time, zipfile
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from .diffusion import create_diffusion
 from .sampling import Sampler, ClassifierFreeGuidance
 from .data import make_dataset, detect_dataset, load_vae, encode_latents, decode_latents
 
-# %% ../nbs/12_train.ipynb #5b928b16
+# %% ../nbs/12_train.ipynb #3ac8a4be
 def step_randomness(seed, step, shape, num_timesteps, rank=0, world=1, device='cpu'):
     "Timesteps, noise and two uniforms (label drop, flip) for the global batch `shape` at `step`; this rank's rows."
     g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
@@ -34,7 +34,7 @@ def step_randomness(seed, step, shape, num_timesteps, rank=0, world=1, device='c
     rows = slice(rank, None, world)  # DistributedSampler deals global row j to rank j % world
     return t[rows], noise[rows].contiguous(), u[rows, 0], u[rows, 1]
 
-# %% ../nbs/12_train.ipynb #1e108cde
+# %% ../nbs/12_train.ipynb #6ac7d0ee
 def drop_labels(y, u, prob, null_class):
     "Replace labels by the null class where the uniform `u` < prob (classifier-free guidance training)."
     return torch.where(u < prob, torch.full_like(y, null_class), y) if prob > 0 else y
@@ -45,7 +45,7 @@ def flip_batch(x, u):
     if x.ndim == 5: return torch.where(flip[:, None, None, None], x[:, 1], x[:, 0])  # (N, C, H, W)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
-# %% ../nbs/12_train.ipynb #b39e4583
+# %% ../nbs/12_train.ipynb #4201cfd3
 def make_ema(model):
     "A frozen copy of `model` that will hold the moving average."
     return copy.deepcopy(model).requires_grad_(False).eval()
@@ -55,7 +55,7 @@ def update_ema(ema_params, params, decay):
     "ema <- decay * ema + (1 - decay) * p, for lists of tensors."
     torch._foreach_lerp_(ema_params, params, 1.0 - decay)
 
-# %% ../nbs/12_train.ipynb #e640f3fb
+# %% ../nbs/12_train.ipynb #2d736185
 def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision='fp32', compile=False):
     "A function (x, y, t, noise) -> loss tensor doing one AdamW step of the diffusion loss, then the EMA update."
     if precision not in ('fp32', 'bf16'): raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
@@ -77,7 +77,7 @@ def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision
         return loss.detach()
     return step
 
-# %% ../nbs/12_train.ipynb #d08a95f9
+# %% ../nbs/12_train.ipynb #199f40db
 def save_checkpoint(path, state):
     "torch.save `state` to `path` atomically (temporary file, fsync, rename)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,7 @@ def save_checkpoint(path, state):
     os.replace(tmp, path)
     return path
 
-# %% ../nbs/12_train.ipynb #f52619f6
+# %% ../nbs/12_train.ipynb #99d8d739
 CKPT_KEYS = ('model', 'ema', 'opt', 'step', 'args', 'config', 'data', 'rng')
 
 def read_checkpoint(path):
@@ -105,7 +105,7 @@ def read_checkpoint(path):
     if missing: raise ValueError(f"{path} is not a dit-train checkpoint (missing {missing}); for weights only use dit_edu.model.load_checkpoint")
     return ckpt
 
-# %% ../nbs/12_train.ipynb #18a717c4
+# %% ../nbs/12_train.ipynb #90b9da7e
 class ResumableSampler(DistributedSampler):
     "DistributedSampler that can start an epoch after `skip` of this rank's samples (for exact resume)."
     skip = 0
@@ -113,15 +113,15 @@ class ResumableSampler(DistributedSampler):
     def __len__(self): return self.num_samples - self.skip
     def set_position(self, epoch, skip): self.set_epoch(epoch); self.skip = skip
 
-# %% ../nbs/12_train.ipynb #0f3fd36a
+# %% ../nbs/12_train.ipynb #ac1259d4
 TINY_DEFAULTS = dict(model='DiT-Nano/4', image_size=28, num_classes=10, epochs=1000, global_batch_size=64, lr=1e-3,
-                     warmup_steps=100, ema_decay=0.995, max_steps=2000, num_workers=0, log_every=50, ckpt_every=500,
+                     warmup_steps=100, ema_decay=0.995, max_steps=4000, num_workers=0, log_every=50, ckpt_every=500,
                      sample_every=500, vae='ema')
 PAPER_DEFAULTS = dict(model='DiT-XL/2', image_size=256, num_classes=1000, epochs=1400, global_batch_size=256, lr=1e-4,
                       warmup_steps=0, ema_decay=0.9999, max_steps=None, num_workers=4, log_every=100, ckpt_every=50_000,
                       sample_every=10_000, vae='ema')
 
-# %% ../nbs/12_train.ipynb #07a9d352
+# %% ../nbs/12_train.ipynb #37741c85
 def get_parser():
     "dit-train's argument parser (the reference's train.py flags, plus ours)."
     p = argparse.ArgumentParser(prog='dit-train', description="Train a DiT. No arguments: a tiny DiT on Fashion-MNIST on this machine.")
@@ -154,7 +154,7 @@ def get_parser():
     a('--no-progress', action='store_true', help="no tqdm bar")
     return p
 
-# %% ../nbs/12_train.ipynb #a6449029
+# %% ../nbs/12_train.ipynb #713b43cf
 def resolve_args(args):
     "Fill the data-dependent defaults (tiny Fashion-MNIST run or the paper's ImageNet setup)."
     args.dataset = args.dataset or detect_dataset(args.data_path)
@@ -164,7 +164,7 @@ def resolve_args(args):
     args.compile, args.grad_checkpointing = bool(args.compile), bool(args.grad_checkpointing)
     return args
 
-# %% ../nbs/12_train.ipynb #49999a5b
+# %% ../nbs/12_train.ipynb #97aaf095
 def setup_distributed(device=None):
     "(rank, world, device): torchrun's environment if present (NCCL on GPUs, gloo on CPUs), else one process."
     world = int(os.environ.get('WORLD_SIZE', 1))
@@ -176,7 +176,7 @@ def setup_distributed(device=None):
     rank = dist.get_rank() if dist.is_initialized() else 0
     return rank, world, device
 
-# %% ../nbs/12_train.ipynb #91979588
+# %% ../nbs/12_train.ipynb #8168797f
 def build_model(args, in_channels, input_size):
     "The DiT of `args.model` for this data, with the same initial weights on every rank."
     torch.manual_seed(args.global_seed)
@@ -191,7 +191,7 @@ def model_config(model):
                 num_classes=model.num_classes, learn_sigma=model.learn_sigma,
                 class_dropout_prob=model.y_embedder.dropout_prob)
 
-# %% ../nbs/12_train.ipynb #9c796595
+# %% ../nbs/12_train.ipynb #457f2a32
 def experiment_dir(args):
     "A new results/NNN-Model folder, as the reference names them."
     root = Path(args.results_dir); root.mkdir(parents=True, exist_ok=True)
@@ -208,7 +208,7 @@ def latest_checkpoint(path):
     if not ckpts: raise FileNotFoundError(f"--resume {path}: no checkpoints in {path/'checkpoints'}")
     return ckpts[-1]
 
-# %% ../nbs/12_train.ipynb #9c574e77
+# %% ../nbs/12_train.ipynb #cc5063e1
 @torch.no_grad()
 def generate(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, vae=None, progress=False):
     "Images for class `labels` from `model` (guided if cfg_scale != 1), decoded by `vae` for latent models."
@@ -221,7 +221,7 @@ def generate(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, 
     x = s.sample(fn, z.shape, z, model_kwargs=dict(y=torch.as_tensor(labels, device=device)), device=device, progress=progress)
     return decode_latents(vae, x) if vae is not None else x.clamp(-1, 1)
 
-# %% ../nbs/12_train.ipynb #59cbca77
+# %% ../nbs/12_train.ipynb #2cc484e4
 def save_grid(x, path, nrow):
     "Save images in [-1, 1] as one PNG grid."
     from torchvision.utils import save_image
@@ -233,7 +233,7 @@ def grid_labels(num_classes, n_max=80):
     if num_classes > 16: return [int(i) for i in torch.linspace(0, num_classes - 1, 16).round()]
     return list(range(num_classes)) * max(1, n_max // num_classes)
 
-# %% ../nbs/12_train.ipynb #f19a9b9f
+# %% ../nbs/12_train.ipynb #ea62e55a
 def plot_losses(metrics_file, out_png):
     "Plot the logged training loss against the step."
     import matplotlib; matplotlib.use('Agg', force=False)
@@ -245,7 +245,7 @@ def plot_losses(metrics_file, out_png):
     ax.set_xlabel('step'); ax.set_ylabel('training loss'); ax.set_yscale('log'); ax.grid(alpha=0.3)
     fig.tight_layout(); fig.savefig(out_png, dpi=100); plt.close(fig)
 
-# %% ../nbs/12_train.ipynb #487a3c0d
+# %% ../nbs/12_train.ipynb #4fdd5bb5
 class Trainer:
     "State of one dit-train run: data, model, EMA, optimizer, step, files."
     def __init__(self, args):
@@ -272,7 +272,7 @@ class Trainer:
         self.total_steps = args.epochs * self.steps_per_epoch if args.max_steps is None else min(args.max_steps, args.epochs * self.steps_per_epoch)
         self.step, self.loss_sum, self.loss_n = 0, 0.0, 0
 
-# %% ../nbs/12_train.ipynb #f893b276
+# %% ../nbs/12_train.ipynb #c51e10e2
 def _rng_state():
     return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
                 cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
@@ -291,7 +291,7 @@ def state(self: Trainer):
                 data=dict(epoch=epoch, batch=batch, steps_per_epoch=self.steps_per_epoch, dataset_len=len(self.dataset),
                           world=self.world, global_batch_size=self.args.global_batch_size))
 
-# %% ../nbs/12_train.ipynb #b0158c8f
+# %% ../nbs/12_train.ipynb #447b24cd
 @patch
 def load_state(self: Trainer, ckpt):
     "Restore a verified checkpoint (see `read_checkpoint`); checks that the data position still makes sense."
@@ -308,7 +308,7 @@ def load_state(self: Trainer, ckpt):
     self.step = ckpt['step']
     if d['world'] == self.world: _set_rng_state(ckpt['rng'])
 
-# %% ../nbs/12_train.ipynb #1740992e
+# %% ../nbs/12_train.ipynb #c144f84d
 @patch
 def setup(self: Trainer, ckpt=None, ckpt_path=None):
     "Restore `ckpt` if given, wrap in DDP, make the step function, the loader and the run folder."
@@ -330,7 +330,7 @@ def setup(self: Trainer, ckpt=None, ckpt_path=None):
         (self.exp_dir/'args.json').write_text(json.dumps(vars(self.args), indent=1))
     return self
 
-# %% ../nbs/12_train.ipynb #73c09550
+# %% ../nbs/12_train.ipynb #37b8e184
 @patch
 def log(self: Trainer, msg):
     "Print on rank 0 and append to log.txt."
@@ -342,7 +342,7 @@ def tqdm_write(msg):
     from tqdm.auto import tqdm
     tqdm.write(msg)
 
-# %% ../nbs/12_train.ipynb #3f458463
+# %% ../nbs/12_train.ipynb #c6d7d7ac
 @patch
 def check_finite(self: Trainer, bad):
     "Stop the run with a clear message if any loss since the last check was NaN or inf."
@@ -354,7 +354,7 @@ def check_finite(self: Trainer, bad):
         self.log(msg)
         raise FloatingPointError(msg)
 
-# %% ../nbs/12_train.ipynb #43480223
+# %% ../nbs/12_train.ipynb #904177c7
 @patch
 def save(self: Trainer):
     "Write checkpoints/STEP.pt (rank 0) and redraw the loss curve."
@@ -373,7 +373,7 @@ def sample(self: Trainer):
         save_grid(x, self.exp_dir/'samples'/f'{self.step:07d}.png', nrow=min(len(labels), self.args.num_classes, 16))
     if self.world > 1: dist.barrier()
 
-# %% ../nbs/12_train.ipynb #6f99710c
+# %% ../nbs/12_train.ipynb #9e630623
 @patch
 def next_batch(self: Trainer, x, y):
     "Move a batch to the device and apply this step's flips, label dropout and (ImageFolder) VAE encoding."
@@ -386,7 +386,7 @@ def next_batch(self: Trainer, x, y):
     if self.vae is not None: x = encode_latents(self.vae, x)
     return x, y, t, noise
 
-# %% ../nbs/12_train.ipynb #56761d87
+# %% ../nbs/12_train.ipynb #82858ccb
 @patch
 def lr_at(self: Trainer, step):
     "Learning rate at `step`: linear warm-up to --lr, then constant (the reference: constant 1e-4)."
@@ -409,7 +409,7 @@ def write_metrics(self: Trainer, t_log, n_steps):
         else: self.log(f"(step={self.step:07d}) Train Loss: {row['loss']:.4f}, Train Steps/Sec: {row['steps_per_sec']:.2f}, Images/Sec: {row['images_per_sec']:.0f}")
     return row
 
-# %% ../nbs/12_train.ipynb #0e9ed699
+# %% ../nbs/12_train.ipynb #733bc072
 @patch
 def fit(self: Trainer):
     "Train until the last step: log, check the loss, checkpoint and sample on schedule."
@@ -443,7 +443,7 @@ def fit(self: Trainer):
     self.export()
     return self
 
-# %% ../nbs/12_train.ipynb #02fd690b
+# %% ../nbs/12_train.ipynb #ecaccbdf
 @patch
 def export(self: Trainer):
     "Write the EMA weights with their config as ema.safetensors (what dit-sample and the widgets load)."
@@ -455,7 +455,7 @@ def export(self: Trainer):
     save_file(sd, str(self.exp_dir/'ema.safetensors'), metadata=meta)
     self.log(f"wrote EMA weights to {self.exp_dir/'ema.safetensors'}")
 
-# %% ../nbs/12_train.ipynb #afc6b697
+# %% ../nbs/12_train.ipynb #b427915e
 RESUME_OVERRIDES = ('data_path', 'max_steps', 'epochs', 'log_every', 'ckpt_every', 'sample_every', 'num_workers',
                     'no_progress', 'device', 'compile', 'grad_checkpointing', 'cfg_scale')
 
