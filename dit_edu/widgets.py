@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['SAMPLER_STEPS', 'SAMPLER_METHODS', 'to_uint8', 'upscale', 'png_bytes', 'image_grid', 'heat_rgb', 'schedule_plot',
            'NoisingExplorer', 'fashion_images', 'noising_explorer', 'DenoisingExplorer', 'sample_trajectory',
-           'attention_maps', 'overlay', 'outline', 'AttentionExplorer']
+           'attention_maps', 'overlay', 'outline', 'AttentionExplorer', 'as_model', 'class_names_for',
+           'denoising_explorer', 'attention_explorer']
 
-# %% ../nbs/14_widgets.ipynb #03451fbf
+# %% ../nbs/14_widgets.ipynb #5dbe13bd
 import io, math, time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,11 +20,11 @@ from PIL import Image as PILImage
 
 from .data import FashionMNIST, FASHION_CLASSES
 from .schedule import NoiseSchedule, get_named_beta_schedule
-from .model import load_checkpoint
 from .diffusion import create_diffusion
 from .sampling import Sampler, ClassifierFreeGuidance
+from .sample import load_model, DEFAULT_CKPT
 
-# %% ../nbs/14_widgets.ipynb #14f7b5fe
+# %% ../nbs/14_widgets.ipynb #18b51045
 def to_uint8(x, lo=-1.0, hi=1.0):
     "An image tensor or array (C,H,W) or (H,W) with values in [lo, hi] as uint8 pixels (H,W) or (H,W,3)."
     a = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
@@ -33,7 +33,7 @@ def to_uint8(x, lo=-1.0, hi=1.0):
     a = (a - lo) / (hi - lo)
     return (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
 
-# %% ../nbs/14_widgets.ipynb #1a7ae64e
+# %% ../nbs/14_widgets.ipynb #c1fb3f3f
 def upscale(a, s):
     "Nearest-neighbour enlargement of an (H,W) or (H,W,3) array by an integer factor `s`."
     return a.repeat(s, 0).repeat(s, 1)  # (H*s, W*s[, 3])
@@ -45,7 +45,7 @@ def png_bytes(a, scale=1):
     PILImage.fromarray(upscale(a, scale) if scale > 1 else a).save(buf, format='png', compress_level=1)
     return buf.getvalue()
 
-# %% ../nbs/14_widgets.ipynb #f93eca27
+# %% ../nbs/14_widgets.ipynb #53a53ce1
 def image_grid(imgs, ncol=None, pad=1, pad_value=255):
     "Tile uint8 images (B,H,W) or (B,H,W,3) into one array, `ncol` per row, `pad` pixels apart."
     imgs = np.asarray(imgs)
@@ -64,7 +64,7 @@ def heat_rgb(a, cmap='magma', vmax=None):
     vmax = vmax if vmax is not None else max(float(a.max()), 1e-12)
     return (colormaps[cmap](np.clip(a / vmax, 0, 1))[..., :3] * 255 + 0.5).astype(np.uint8)
 
-# %% ../nbs/14_widgets.ipynb #fac907db
+# %% ../nbs/14_widgets.ipynb #94b45c5a
 def _img_widget():
     return W.Image(format='png')
 
@@ -72,7 +72,7 @@ def _titled(title, w):
     "A widget with a bold caption above it."
     return W.VBox([W.HTML(f"<b>{title}</b>"), w], layout=W.Layout(align_items='center', margin='0 6px'))
 
-# %% ../nbs/14_widgets.ipynb #eb1d9a04
+# %% ../nbs/14_widgets.ipynb #f6a06397
 def schedule_plot(schedules, width=4.2, height=2.2, dpi=80):
     "alpha_bar(t) and log10 SNR(t) of {name: NoiseSchedule} as pixels (H,W,3), with each axes' pixel span."
     from matplotlib.figure import Figure
@@ -95,7 +95,7 @@ def schedule_plot(schedules, width=4.2, height=2.2, dpi=80):
         spans.append((x0, x1, rgb.shape[0] - y1, rgb.shape[0] - y0))
     return rgb, spans
 
-# %% ../nbs/14_widgets.ipynb #487d0d7a
+# %% ../nbs/14_widgets.ipynb #54f1c0ad
 class NoisingExplorer(W.VBox):
     "Pick an image and a timestep t; see x_t, the noise, alpha_bar and SNR for several schedules side by side."
     def __init__(self, images, labels, class_names, schedules, scale=4):
@@ -119,7 +119,7 @@ class NoisingExplorer(W.VBox):
         self.t.observe(self._render, 'value')
         self._pick()
 
-# %% ../nbs/14_widgets.ipynb #9aa3a40a
+# %% ../nbs/14_widgets.ipynb #fb3acbe0
 @patch
 def _pick(self: NoisingExplorer, change=None):
     "Select the k-th image of the chosen class and draw its noise (once per image and seed, not per t)."
@@ -148,8 +148,8 @@ def _render(self: NoisingExplorer, change=None):
         rgb[int(top):int(bot), max(col - 1, 0):col + 1] = (200, 30, 30)
     self.plot_img.value = png_bytes(rgb)
 
-# %% ../nbs/14_widgets.ipynb #19b5db32
-def fashion_images(n=2000, image_size=32, data_path=None):
+# %% ../nbs/14_widgets.ipynb #34854528
+def fashion_images(n=2000, image_size=28, data_path=None):
     "The first `n` Fashion-MNIST test images (N, 1, S, S) in [-1, 1] and their labels, as the tiny model sees them."
     ds = FashionMNIST(data_path, train=False, image_size=image_size)
     x, y = zip(*ds.__getitems__(list(range(min(n, len(ds))))))
@@ -161,12 +161,12 @@ def noising_explorer(images=None, labels=None, schedules=('linear', 'cosine'), n
     scheds = {k: NoiseSchedule(get_named_beta_schedule(k, num_timesteps)) for k in schedules}
     return NoisingExplorer(images, labels, FASHION_CLASSES, scheds)
 
-# %% ../nbs/14_widgets.ipynb #0b31191f
+# %% ../nbs/14_widgets.ipynb #69308b1f
 SAMPLER_STEPS = {'DDPM': 250, 'DDIM': 50, 'DPM-Solver++': 20}  # default model calls per sampler
 
 class DenoisingExplorer(W.VBox):
     "Generate once (class, guidance, sampler, steps, seed), then scrub through x_t and the predicted x_0 of every step."
-    def __init__(self, trajectory_fn, class_names, n=4, scale=3, samplers=SAMPLER_STEPS, max_steps=1000):
+    def __init__(self, trajectory_fn, class_names, n=4, scale=4, samplers=SAMPLER_STEPS, max_steps=1000):
         # trajectory_fn(y, cfg_scale, sampler, steps, seed, n, progress) -> [{'t', 'x_t', 'pred_x0'}, ...]
         self.trajectory_fn, self.class_names, self.scale = trajectory_fn, list(class_names), scale
         self.samplers, self.frames, self.seconds = dict(samplers), [], 0.0
@@ -187,17 +187,18 @@ class DenoisingExplorer(W.VBox):
                           W.HBox([_titled('x_t', self.xt_img), _titled('predicted x_0', self.x0_img)])])
         self.add_class('dit-explorer'); self.add_class('dit-denoising-explorer')  # CSS hooks for the browser test
         self.step.add_class('dit-denoise-step'); self.xt_img.add_class('dit-denoise-xt'); self.x0_img.add_class('dit-denoise-x0')
+        self.info.add_class('dit-denoise-info'); self.button.add_class('dit-denoise-generate'); self.seed.add_class('dit-denoise-seed'); self.progress.add_class('dit-denoise-progress')
         self.sampler.observe(lambda c: setattr(self.steps, 'value', self.samplers[c.new]), 'value')
         self.button.on_click(lambda b: self.generate())
         self.step.observe(self._render, 'value')
 
-# %% ../nbs/14_widgets.ipynb #5e5d69d3
+# %% ../nbs/14_widgets.ipynb #fbc8feec
 @patch
 def generate(self: DenoisingExplorer):
     "Run the sampler once with a progress bar, then pre-render every step so the slider only swaps images."
     self.button.disabled, self.progress.bar_style = True, 'info'
     self.progress.value, self.progress.max = 0, self.steps.value
-    t0 = time.perf_counter()
+    t0, self.made = time.perf_counter(), (self.sampler.value, self.steps.value, self.cfg.value, self.cls.value, int(self.seed.value))
     def progress(i): self.progress.value = i
     try:
         frames = self.trajectory_fn(self.class_names.index(self.cls.value), self.cfg.value, self.sampler.value,
@@ -224,10 +225,11 @@ def _render(self: DenoisingExplorer, change=None):
     if not self.frames: return
     f = self.frames[self.step.value]
     self.xt_img.value, self.x0_img.value = f['xt_png'], f['x0_png']
-    self.info.value = (f"step {self.step.value} of {len(self.frames) - 1}, t = {f['t']} &nbsp; ({self.sampler.value}, "
-                       f"{self.steps.value} steps, guidance {self.cfg.value:g}, {self.cls.value}; sampled in {self.seconds:.1f} s)")
+    sampler, steps, cfg, cls, seed = self.made  # the settings of the last Generate, not the widgets' current ones
+    self.info.value = (f"step {self.step.value} of {len(self.frames) - 1}, t = {f['t']} &nbsp; ({sampler}, {steps} steps, "
+                       f"guidance {cfg:g}, {cls}, seed {seed}; sampled in {self.seconds:.1f} s)")
 
-# %% ../nbs/14_widgets.ipynb #75c7fb5c
+# %% ../nbs/14_widgets.ipynb #509b79b9
 SAMPLER_METHODS = {'DDPM': 'ddpm', 'DDIM': 'ddim', 'DPM-Solver++': 'dpm++2m'}  # explorer names -> notebook 09's methods
 
 @torch.no_grad()
@@ -247,7 +249,7 @@ def sample_trajectory(model, y, cfg_scale=4.0, sampler='DDIM', steps=50, seed=0,
             if progress: progress(i + 1)
     return frames + [dict(t='final', x_t=s.sample.cpu(), pred_x0=s.sample.cpu())]
 
-# %% ../nbs/14_widgets.ipynb #c334304b
+# %% ../nbs/14_widgets.ipynb #9bef0a55
 def attention_maps(model, x, t, y):
     "Run `model(x, t, y)` once; return every block's attention probabilities (depth, N, heads, T, T)."
     maps = []
@@ -262,7 +264,7 @@ def attention_maps(model, x, t, y):
         for h in hooks: h.remove()
     return torch.stack(maps)  # (depth, N, h, T, T)
 
-# %% ../nbs/14_widgets.ipynb #dd33b3cf
+# %% ../nbs/14_widgets.ipynb #20c7be8e
 def overlay(gray, heat, alpha=0.6):
     "Blend a uint8 grey image (H,W) with a uint8 colour image (H,W,3)."
     return (gray[..., None] * (1 - alpha) + heat * alpha).astype(np.uint8)
@@ -274,7 +276,7 @@ def outline(rgb, r0, c0, size, color=(0, 255, 255), width=2):
     rgb[r0:r1, c0:c0 + width] = rgb[r0:r1, c1 - width:c1] = color
     return rgb
 
-# %% ../nbs/14_widgets.ipynb #6d5b658f
+# %% ../nbs/14_widgets.ipynb #35ee32ec
 class AttentionExplorer(W.VBox):
     "Pick an image, t, a block, a head and a query patch; see where that patch attends over the image."
     def __init__(self, model, images, labels, class_names, schedule, scale=6, t_step=50, batch=8):
@@ -302,7 +304,7 @@ class AttentionExplorer(W.VBox):
         for w in (self.t, self.block, self.head, self.row, self.col): w.observe(self._render, 'value')
         self._forward()
 
-# %% ../nbs/14_widgets.ipynb #8ad56ea6
+# %% ../nbs/14_widgets.ipynb #01034741
 @patch
 def _forward(self: AttentionExplorer, change=None):
     "Noise the chosen image to every slider t, run the model on them in batches, keep all attention maps."
@@ -327,7 +329,7 @@ def query_map(self: AttentionExplorer):
     a = a.mean(0) if self.head.value == 'mean' else a[self.head.value]
     return a.reshape(self.G, self.G)
 
-# %% ../nbs/14_widgets.ipynb #bf37840e
+# %% ../nbs/14_widgets.ipynb #662cef29
 @patch
 def _render(self: AttentionExplorer, change=None):
     "Box the query patch on x_t, overlay its attention, and show every head of the block."
@@ -347,3 +349,28 @@ def _render(self: AttentionExplorer, change=None):
     self.info.value = (f"block {self.block.value}, head {self.head.value}, query patch (row {self.row.value}, col {self.col.value}), "
                        f"t = {self.t.value}: largest weight {amap.max():.3f} (uniform: {1 / self.G ** 2:.3f}), on patches "
                        + ", ".join(f"({k // self.G}, {k % self.G})" for k in top))
+
+# %% ../nbs/14_widgets.ipynb #1bcad487
+def as_model(checkpoint=None):
+    "A DiT in eval mode: `checkpoint` itself if it is a model, else loaded from its path (default: the shipped one)."
+    return checkpoint.eval() if isinstance(checkpoint, torch.nn.Module) else load_model(checkpoint)
+
+# %% ../nbs/14_widgets.ipynb #5f32aa07
+def class_names_for(model):
+    "Fashion-MNIST's class names for a 10-class model, else the class numbers."
+    return FASHION_CLASSES if model.num_classes == len(FASHION_CLASSES) else [str(i) for i in range(model.num_classes)]
+
+def denoising_explorer(checkpoint=None, n=4, noise_schedule='linear'):
+    "A DenoisingExplorer that samples from `checkpoint` (default: the shipped Fashion-MNIST DiT)."
+    model = as_model(checkpoint)
+    def trajectory(y, cfg_scale, sampler, steps, seed, n, progress):
+        return sample_trajectory(model, y, cfg_scale, sampler, steps, seed, n, progress, noise_schedule)
+    return DenoisingExplorer(trajectory, class_names_for(model), n=n)
+
+def attention_explorer(checkpoint=None, images=None, labels=None, noise_schedule='linear'):
+    "An AttentionExplorer of `checkpoint` (default: the shipped DiT) on Fashion-MNIST test images (or `images`, `labels`)."
+    model = as_model(checkpoint)
+    if images is None:
+        if model.in_channels != 1: raise ValueError(f"this model takes {model.in_channels} channels; pass `images` (N, {model.in_channels}, H, W) it can read")
+        images, labels = fashion_images(image_size=model.input_size)
+    return AttentionExplorer(model, images, labels, class_names_for(model), NoiseSchedule(get_named_beta_schedule(noise_schedule, 1000)))

@@ -1,8 +1,9 @@
 """The explorers of nbs/14_widgets.ipynb in a real browser: JupyterLab 4 + Chromium driven by Playwright.
 
 Starts JupyterLab on 127.0.0.1 (free port, temporary config/data/runtime dirs), opens a copy of the
-notebook (outputs cleared), runs all cells, moves the denoising explorer's step slider and the noising
-explorer's t slider, and checks that the rendered images change and that no widget failed to display.
+notebook (outputs cleared), runs all cells, moves a slider of each explorer (denoising step, noising t,
+attention query) and checks that the rendered image changes, presses Generate with a new seed and waits
+for the sampler to finish, and checks that no cell raised and no widget failed to display.
 Screenshots go to artifacts/widgets_browser/ (gitignored). Skips only when chromium is not installed.
 """
 import json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request
@@ -163,11 +164,31 @@ def test_widgets_browser(lab):
                 assert v1 != v0, f'{slider_cls} did not move ({v0})'
                 assert img.screenshot() != png0, f'the rendered image did not change when {slider_cls} moved {v0} -> {v1}'
                 (explorer if explorer.count() else img).screenshot(path=str(ARTIFACTS / f'{k + 1:02d}_{slider_cls}_after.png'))
+            # the Generate button: a new seed, one sampler run in the kernel, the progress bar full, new pictures
+            gen = page.locator('.dit-denoise-generate').last
+            gen.scroll_into_view_if_needed()
+            x0_img = page.locator('.dit-denoise-x0').last
+            src0 = x0_img.get_attribute('src')
+            seed = page.locator('.dit-denoise-seed input').last
+            seed.fill(str(int(seed.input_value()) + 1)); seed.press('Enter')
+            t0 = time.time()
+            gen.click()
+            wait_for(lambda: x0_img.get_attribute('src') != src0 and not gen.is_disabled(), 120, 'Generate to finish', 0.2)
+            timings['generate_s'] = time.time() - t0
+            bar = page.locator('.dit-denoise-progress .progress-bar').last
+            assert bar.get_attribute('style') and 'width: 100%' in bar.get_attribute('style'), bar.get_attribute('style')
+            step = page.locator('.dit-denoise-step').last
+            step.locator('.noUi-handle').focus()
+            for _ in range(int(float(step.locator('.noUi-handle').get_attribute('aria-valuemax') or 30))): page.keyboard.press('ArrowRight')
+            wait_for(lambda: 'final' in page.locator('.dit-denoise-info').last.text_content(), 30, 'the last step (the samples)')
+            explorer = gen.locator('xpath=ancestor::div[contains(@class, "dit-explorer")][1]')
+            explorer.screenshot(path=str(ARTIFACTS / f'{len(SLIDERS) + 1:02d}_generate_after.png'))
             text = page.locator('.jp-Notebook').text_content()
             assert 'Error displaying widget' not in text
             page.screenshot(path=str(ARTIFACTS / '99_final.png'))
             (ARTIFACTS / 'timings.json').write_text(json.dumps(
                 {'run_all_s': round(t_run, 1), 'total_s': round(time.time() - t_start, 1),
+                 'generate_s': round(timings.pop('generate_s'), 1),
                  'slider_to_new_image_ms': {k: round(v) for k, v in timings.items()}}, indent=1))
         finally:
             page.screenshot(path=str(ARTIFACTS / 'last_state.png'))
