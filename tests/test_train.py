@@ -1,5 +1,5 @@
 """dit-train end to end: resume after SIGKILL, DDP equivalence, bad checkpoints and paths, NaN stop, latents."""
-import os, signal, struct, subprocess, sys, time, zipfile
+import os, signal, socket, struct, subprocess, sys, time, zipfile
 from pathlib import Path
 
 import pytest
@@ -42,26 +42,26 @@ def test_step_changes_weights_and_lowers_loss():
 
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory):
-    """A 60-step run in this process (the reference for the resume and corruption tests)."""
+    """A 100-step run in this process (the reference for the resume and corruption tests)."""
     d = tmp_path_factory.mktemp('full')
     torch.set_num_threads(1)
-    t = train(TINY + ['--results-dir', str(d), '--max-steps', '60', '--ckpt-every', '20'])
+    t = train(TINY + ['--results-dir', str(d), '--max-steps', '100', '--ckpt-every', '20'])
     return t.exp_dir
 
 
 def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
-    cmd = [sys.executable, '-c', RUN] + TINY + ['--results-dir', str(tmp_path), '--max-steps', '60', '--ckpt-every', '20']
+    cmd = [sys.executable, '-c', RUN] + TINY + ['--results-dir', str(tmp_path), '--max-steps', '100', '--ckpt-every', '20']
     p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
-    while not list(tmp_path.glob('*/checkpoints/0000020.pt')) and p.poll() is None and time.time() < deadline: time.sleep(0.05)
+    while not list(tmp_path.glob('*/checkpoints/0000020.pt')) and p.poll() is None and time.time() < deadline: time.sleep(0.02)
     assert p.poll() is None, f"run ended before it could be killed: {p.stderr.read().decode()[-2000:]}"
     p.send_signal(signal.SIGKILL); p.wait()
     assert p.returncode == -signal.SIGKILL
     run = next(tmp_path.glob('*-DiT-Nano-8'))
-    assert not (run / 'checkpoints' / '0000060.pt').exists()
+    assert not (run / 'checkpoints' / '0000100.pt').exists()
     torch.set_num_threads(1)
     train(['--resume', str(run), '--no-progress'])
-    a, b = _ckpt(uninterrupted, 60), _ckpt(run, 60)
+    a, b = _ckpt(uninterrupted, 100), _ckpt(run, 100)
     for part in ('model', 'ema'): assert _same(a[part], b[part]), part
     sa, sb = a['opt']['state'], b['opt']['state']
     assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
@@ -98,7 +98,8 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
 def test_ddp_two_processes_equal_one(uninterrupted, tmp_path):
     """2 gloo processes with global batch 8 make the same update as the uninterrupted 1-process run."""
     script = tmp_path / 'run.py'; script.write_text(RUN + "\n")
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29533', str(script)] + TINY + [
+    with socket.socket() as sk: sk.bind(('127.0.0.1', 0)); port = sk.getsockname()[1]  # a free port
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(port), str(script)] + TINY + [
         '--results-dir', str(tmp_path), '--max-steps', '20', '--ckpt-every', '20']
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
