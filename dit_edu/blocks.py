@@ -6,17 +6,17 @@
 __all__ = ['BLOCKS', 'modulate', 'DiTBlock', 'AdaLNBlock', 'InContextBlock', 'CrossAttention', 'CrossAttentionBlock',
            'FinalLayer']
 
-# %% ../nbs/04_blocks.ipynb #f17bd695
+# %% ../nbs/04_blocks.ipynb #11dbc7eb
 import torch
 from torch import nn
 from .attention import Attention, Mlp
 
-# %% ../nbs/04_blocks.ipynb #06d91d27
+# %% ../nbs/04_blocks.ipynb #dc56c1fa
 def modulate(x, shift, scale):
     """x (N, T, D) * (1 + scale) + shift, with shift and scale (N, D) broadcast over the tokens."""
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
-# %% ../nbs/04_blocks.ipynb #1bc85b0c
+# %% ../nbs/04_blocks.ipynb #0d591ba8
 class DiTBlock(nn.Module):
     """A transformer block conditioned by adaLN-Zero: c -> (shift, scale, gate) for attention and for the MLP."""
     cond = 'vector'   # what the block reads: the summed embedding c of shape (N, D)
@@ -39,7 +39,7 @@ class DiTBlock(nn.Module):
         x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
 
-# %% ../nbs/04_blocks.ipynb #aac74be8
+# %% ../nbs/04_blocks.ipynb #2ddb2151
 class AdaLNBlock(DiTBlock):
     """adaLN without the zero-initialised gates: c -> (shift, scale) for each branch, plain residuals."""
     n_mod = 4
@@ -50,7 +50,7 @@ class AdaLNBlock(DiTBlock):
         x = x + self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
         return x + self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
-# %% ../nbs/04_blocks.ipynb #71f0d89a
+# %% ../nbs/04_blocks.ipynb #5471512f
 class InContextBlock(nn.Module):
     """A plain ViT block; conditioning arrives as extra tokens in the sequence (the model adds and removes them)."""
     cond = 'in-context'
@@ -67,7 +67,7 @@ class InContextBlock(nn.Module):
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
-# %% ../nbs/04_blocks.ipynb #95bf9e81
+# %% ../nbs/04_blocks.ipynb #83b5ee6f
 class CrossAttention(nn.Module):
     """Multi-head attention of the tokens x (N, T, D) to a context (N, S, D)."""
     def __init__(self, dim, num_heads):
@@ -90,10 +90,10 @@ class CrossAttentionBlock(InContextBlock):
         x = x + self.cross_attn(self.norm_cross(x), c)
         return x + self.mlp(self.norm2(x))
 
-# %% ../nbs/04_blocks.ipynb #140ae6e4
+# %% ../nbs/04_blocks.ipynb #0ae04b67
 BLOCKS = {'adaLN-Zero': DiTBlock, 'adaLN': AdaLNBlock, 'in-context': InContextBlock, 'cross-attention': CrossAttentionBlock}
 
-# %% ../nbs/04_blocks.ipynb #53102d37
+# %% ../nbs/04_blocks.ipynb #98aed174
 class FinalLayer(nn.Module):
     """adaLN (shift, scale) then Linear(D, p*p*C_out) per token."""
     def __init__(self, hidden_size, patch_size, out_channels):
