@@ -109,7 +109,7 @@ def forward_with_cfg(self: DiT, x, t, y, cfg_scale, cfg_channels=3):
         raise ValueError(f"forward_with_cfg needs an even batch (conditional half + unconditional half), got {x.shape[0]}")
     half = x[: len(x) // 2]
     model_out = self.forward(torch.cat([half, half], dim=0), t, y)   # (N, C_out, H, W)
-    k = self.in_channels if cfg_channels is None else cfg_channels
+    k = self.in_channels if cfg_channels is None else min(cfg_channels, self.in_channels)   # never guide the variance channels
     eps, rest = model_out[:, :k], model_out[:, k:]
     cond_eps, uncond_eps = eps.chunk(2, dim=0)
     half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
