@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['KERNEL_KINDS', 'matmul_tflops', 'sync', 'flops_per_image', 'build_model', 'reference_train_step', 'bench_data',
            'peak_gib', 'reset_memory', 'time_steps', 'kernel_kind', 'profile_steps', 'bench_train',
-           'reference_sample_seconds', 'bench_sample', 'add_mfu', 'format_table', 'environment', 'parse_args', 'main']
+           'reference_sample_seconds', 'bench_sample', 'add_mfu', 'format_table', 'environment', 'parse_args',
+           'inductor_options', 'main']
 
 # %% ../nbs/15_bench.ipynb #857f20a1
 import argparse, json, math, time, warnings
@@ -135,14 +136,14 @@ def profile_steps(step, data, device, path=None, n=2):
 # %% ../nbs/15_bench.ipynb #13dc5a22
 def bench_train(mode, name="DiT-XL/2", batch=128, steps=10, warmup=3, input_size=32, num_classes=1000, device="cuda",
                 compile=None, attention="auto", checkpointing=None, micro=1, seed=0, memory_budget=None, compile_mode=None,
-                profile=None):
+                profile=None, fp32_residual=True, compile_options=None):
     "Time `steps` training steps of `name` at `batch` in 'reference' or 'fast' mode; a dict of results."
     device = torch.device(device)
     if mode not in ("reference", "fast"): raise ValueError(f"mode must be 'reference' or 'fast', got {mode!r}")
     reset_memory(device)
-    model = build_model(name, input_size, num_classes, device, seed, fused_attention=mode == "fast").train()
+    model = build_model(name, input_size, num_classes, device, seed, fused_attention=mode == "fast", randomize_zero_init=True).train()
     model.y_embedder.dropout_prob = 0.0                                           # same labels in both modes
-    ema = build_model(name, input_size, num_classes, device, seed).eval().requires_grad_(False)
+    ema = build_model(name, input_size, num_classes, device, seed, randomize_zero_init=True).eval().requires_grad_(False)
     diffusion = create_diffusion("")
     data = bench_data(warmup + steps, batch, input_size, num_classes, device, seed)
     info = dict(mode=mode, task="train", model=name, batch=batch)
@@ -154,9 +155,10 @@ def bench_train(mode, name="DiT-XL/2", batch=128, steps=10, warmup=3, input_size
         compile = device.type == "cuda" if compile is None else compile
         attention = choose_attention(model, batch, device) if attention == "auto" else attention
         step = make_train_step(model, diffusion, make_optimizer(model), ema, precision="bf16", compile=compile,
-                               checkpointing=checkpointing, attention=attention, compile_mode=compile_mode, memory_budget=memory_budget)
-        info.update(precision="bf16 autocast", attention=attention, compile=compile, compile_mode=compile_mode,
-                    checkpointing=checkpointing, memory_budget=memory_budget)
+                               checkpointing=checkpointing, attention=attention, compile_mode=compile_mode, memory_budget=memory_budget,
+                               fp32_residual=fp32_residual, compile_options=compile_options)
+        info.update(precision="bf16 autocast" + ("" if fp32_residual else ", bf16 residual"), attention=attention, compile=compile,
+                    compile_mode=compile_mode, compile_options=compile_options, checkpointing=checkpointing, memory_budget=memory_budget)
     losses, secs, warm_s, syncs = time_steps(step, data, device, warmup)
     info.update(images_per_s=batch / secs, step_ms=secs * 1e3, warmup_s=warm_s, host_syncs_timed=syncs,
                 peak_gib=peak_gib(device), losses=losses, flops_per_image=3 * flops_per_image(name, input_size, num_classes))
@@ -179,7 +181,7 @@ def reference_sample_seconds(model, diffusion, z, y, cfg_scale, ref_steps, devic
 
 # %% ../nbs/15_bench.ipynb #f05df2b2
 def bench_sample(mode, name="DiT-XL/2", images=64, sample_steps=250, input_size=32, num_classes=1000, device="cuda",
-                 cfg_scale=4.0, compile=None, compile_mode=None, attention="auto", ref_steps=3, compare=0, seed=0):
+                 cfg_scale=4.0, compile=None, compile_mode=None, attention="auto", ref_steps=3, compare=0, seed=0, bf16_weights=False):
     "Time guided DDPM sampling of `images` samples over `sample_steps` steps in 'reference' or 'fast' mode; a dict."
     device = torch.device(device)
     reset_memory(device)
@@ -195,7 +197,7 @@ def bench_sample(mode, name="DiT-XL/2", images=64, sample_steps=250, input_size=
     elif mode == "fast":
         compile = device.type == "cuda" if compile is None else compile
         attention = choose_attention(model, 2 * images, device) if attention == "auto" else attention
-        sampler = GuidedSampler(model, diffusion, cfg_scale, "bf16", compile, compile_mode, attention=attention)
+        sampler = GuidedSampler(model, diffusion, cfg_scale, "bf16", compile, compile_mode, attention=attention, bf16_weights=bf16_weights)
         noise = torch.randn(sample_steps, *z.shape, generator=g).to(device)        # every step's noise, drawn up front
         start = time.perf_counter()
         sampler.num_steps, full = 2, sampler.num_steps                             # compile and warm up on a 2-step chain
@@ -205,7 +207,8 @@ def bench_sample(mode, name="DiT-XL/2", images=64, sample_steps=250, input_size=
         start = time.perf_counter()
         out = sampler(z, y, noise_fn=lambda i, x: noise[i]); sync(device)
         secs = time.perf_counter() - start
-        info.update(precision="bf16 autocast", attention=attention, compile=compile, compile_mode=compile_mode, timed_steps=sample_steps)
+        info.update(precision="bf16 weights" if bf16_weights else "bf16 autocast", attention=attention, compile=compile,
+                    compile_mode=compile_mode, timed_steps=sample_steps)
         if compare:                                                                # any float32 attention kernel (cuDNN's is bf16 only)
             tf32, torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32, False   # true float32
             ref = GuidedSampler(model, diffusion, cfg_scale, "fp32", compile=False)(z[:compare], y[:compare],
@@ -267,17 +270,39 @@ def parse_args(argv=None):
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode for the fast path, e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--sample-compile-mode", default=None, help="torch.compile mode for the sampler, e.g. reduce-overhead")
     ap.add_argument("--attention", default="auto", help="SDPA backend for the fast path: auto, default, flash, cudnn, efficient")
-    ap.add_argument("--checkpointing", action="store_true", help="activation checkpointing per block (fast mode)")
+    ap.add_argument("--checkpointing", type=int, nargs="?", const=-1, default=None, metavar="K",
+                    help="fast mode: activation checkpointing of every block, or of the first K")
+    ap.add_argument("--bf16-residual", action="store_true", help="fast training: keep the residual stream in bf16 (fp32_residual=False)")
+    ap.add_argument("--inductor", default=None, metavar="K=V,...",
+                    help="Inductor options for the fast training step, e.g. coordinate_descent_tuning=1")
+    ap.add_argument("--sample-bf16-weights", action="store_true", help="fast sampling from a bf16 copy of the weights")
     ap.add_argument("--memory-budget", type=float, default=None, help="torch.compile activation memory budget in (0, 1] (fast mode)")
     ap.add_argument("--profile", default=None, help="fast training: profile 2 more steps, write the top kernels to this file")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="bench.json", help="where to write the results")
     return ap.parse_args(argv)
 
+def inductor_options(text):
+    "'a=1,b=x' -> {'a': True, 'b': 'x'} (1/0/true/false become booleans, other numbers ints or floats); None -> None."
+    if not text: return None
+    out = {}
+    for item in text.split(","):
+        if "=" not in item: raise ValueError(f"dit-bench: --inductor wants KEY=VALUE pairs, got {item!r}")
+        k, v = (s.strip() for s in item.split("=", 1))
+        low = v.lower()
+        if low in ("1", "true", "0", "false"): out[k] = low in ("1", "true")
+        else:
+            try: out[k] = int(v)
+            except ValueError:
+                try: out[k] = float(v)
+                except ValueError: out[k] = v
+    return out
+
 # %% ../nbs/15_bench.ipynb #e085e3a6
 def main(argv=None):
     "dit-bench: train-step and sampling throughput, reference and fast modes; prints a table, writes JSON."
     a = parse_args(argv)
+    inductor_options(a.inductor)                                                   # a malformed --inductor fails before any work
     modes, tasks = a.modes.split(","), a.tasks.split(",")
     bad = [m for m in modes if m not in ("reference", "fast")] + [t for t in tasks if t not in ("train", "sample")]
     if bad: raise ValueError(f"dit-bench: unknown mode or task {bad}: modes are reference, fast; tasks are train, sample")
@@ -292,11 +317,13 @@ def main(argv=None):
             if task == "train":
                 r = bench_train(mode, batch=a.batch_size, steps=a.steps, warmup=a.warmup, compile=compile, attention=a.attention,
                                 checkpointing=a.checkpointing, micro=a.micro, memory_budget=a.memory_budget,
-                                compile_mode=a.compile_mode, profile=a.profile if mode == "fast" else None, **common)
+                                compile_mode=a.compile_mode, profile=a.profile if mode == "fast" else None,
+                                fp32_residual=not a.bf16_residual, compile_options=inductor_options(a.inductor), **common)
             else:
                 r = bench_sample(mode, images=a.sample_images or max(1, a.batch_size // 2), sample_steps=a.sample_steps,
                                  cfg_scale=a.cfg_scale, compile=compile, compile_mode=a.sample_compile_mode, attention=a.attention,
-                                 ref_steps=a.ref_sample_steps, compare=a.compare if mode == "fast" else 0, **common)
+                                 ref_steps=a.ref_sample_steps, compare=a.compare if mode == "fast" else 0,
+                                 bf16_weights=a.sample_bf16_weights, **common)
             report["results"].append(add_mfu(r, report["matmul_bf16_tflops"]))
             with open(a.json, "w") as f: json.dump(report, f, indent=1)          # after every part: a crash keeps the rest
     print(f"{report['device']}, torch {report['torch']}, {report['date']}; bf16 matmul {report['matmul_bf16_tflops']:.3g} TFLOP/s")

@@ -4,16 +4,17 @@
 
 # %% auto #0
 __all__ = ['TABLES', 'ATTENTION_BACKENDS', 'schedule_tables', 'rows', 'process_kind', 'vb_bits', 'fast_training_losses',
-           'ema_update', 'make_optimizer', 'time_attention_backends', 'choose_attention', 'make_train_step',
-           'plain_train_step', 'GuidedSampler', 'guided_sample']
+           'make_optimizer', 'time_attention_backends', 'choose_attention', 'make_loss', 'make_train_step',
+           'GuidedSampler', 'guided_sample', 'FastModel']
 
 # %% ../nbs/12a_fast.ipynb #64edb446
-import time
+import copy, time
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from .objective import mean_flat, normal_kl, discretized_gaussian_log_likelihood
+from .train import make_train_step as core_train_step, update_ema
 
 # %% ../nbs/12a_fast.ipynb #d16b723a
 TABLES = ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
@@ -67,13 +68,6 @@ def fast_training_losses(model, tabs, x_start, t, y, noise, mean_type="epsilon",
     if loss_type == "rescaled_mse": vb = vb * (len(tabs["log_betas"]) / 1000.0)
     return mse + vb
 
-# %% ../nbs/12a_fast.ipynb #a0957aca
-@torch.no_grad()
-def ema_update(ema_params, params, decay=0.9999):
-    "ema <- decay * ema + (1 - decay) * param for lists of tensors, in two multi-tensor launches."
-    torch._foreach_mul_(ema_params, decay)
-    torch._foreach_add_(ema_params, params, alpha=1 - decay)
-
 # %% ../nbs/12a_fast.ipynb #e3a8c6ba
 def make_optimizer(model, lr=1e-4, weight_decay=0.0, fused=None):
     "The reference's AdamW (lr 1e-4, no weight decay); fused kernel by default on CUDA."
@@ -121,54 +115,44 @@ def _check_precision(precision):
     return precision == "bf16"
 
 # %% ../nbs/12a_fast.ipynb #d7c61beb
-def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision="bf16", compile=True,
-                    checkpointing=None, attention="default", compile_mode=None, memory_budget=None):
-    "A step function (x, y[, t, noise]) -> loss tensor: loss, backward, optimizer and EMA, with no host sync."
+def _compile(fn, compile_mode=None, compile_options=None):
+    "torch.compile with fixed shapes; `compile_options` (Inductor settings) are added to the options of `compile_mode`."
+    if not compile_options: return torch.compile(fn, dynamic=False, mode=compile_mode)
+    from torch._inductor import list_mode_options
+    return torch.compile(fn, dynamic=False, options={**list_mode_options(compile_mode or "default", False), **compile_options})
+
+def make_loss(model, diffusion, precision="bf16", compile=True, attention="default", compile_mode=None, compile_options=None):
+    "loss_fn(x, y, t, noise) -> mean loss: model and sync-free loss under autocast, compiled as one graph."
     bf16, kind = _check_precision(precision), process_kind(diffusion)
     device = next(model.parameters()).device
-    tabs, T = schedule_tables(diffusion, device), diffusion.num_timesteps
-    if checkpointing is not None: model.grad_checkpointing = checkpointing         # per-block activation checkpointing (None: as set)
-    if memory_budget is not None:                                                  # compile recomputes cheap ops to fit (process-wide)
-        torch._functorch.config.activation_memory_budget = memory_budget
+    tabs = schedule_tables(diffusion, device)
     def loss_fn(x, y, t, noise):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             return fast_training_losses(model, tabs, x, t, y, noise, **kind).mean()
-    loss_fn = torch.compile(loss_fn, dynamic=False, mode=compile_mode) if compile else loss_fn
-    pairs = (list(ema.parameters()), list(model.parameters())) if ema is not None else None
+    compiled = _compile(loss_fn, compile_mode, compile_options) if compile else loss_fn
+    _attention_context(attention)                                                  # a bad name fails here, before any work
+    def run(x, y, t, noise):
+        with _attention_context(attention): return compiled(x, y, t, noise)        # backward keeps the kernel picked here
+    return run
 
-    def step(x, y, t=None, noise=None):
-        if t is None: t = torch.randint(0, T, (x.shape[0],), device=x.device)
-        if noise is None: noise = torch.randn_like(x)
-        with _attention_context(attention):
-            loss = loss_fn(x, y, t, noise)
-            loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if pairs is not None: ema_update(*pairs, ema_decay)
-        return loss.detach()
-    return step
-
-# %% ../nbs/12a_fast.ipynb #c93a2017
-def plain_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999):
-    "The reference's step: `training_losses`, backward, optimizer, per-parameter EMA; returns the loss tensor."
-    def step(x, y, t=None, noise=None):
-        if t is None: t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],), device=x.device)
-        loss = diffusion.training_losses(model, x, t, model_kwargs=dict(y=y), noise=noise)["loss"].mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if ema is not None:
-            with torch.no_grad():
-                for e, p in zip(ema.parameters(), model.parameters()): e.mul_(ema_decay).add_(p, alpha=1 - ema_decay)
-        return loss.detach()
-    return step
+def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision="bf16", compile=True, checkpointing=None,
+                    attention="default", compile_mode=None, memory_budget=None, fp32_residual=None, compile_options=None):
+    "A step function (x, y[, t, noise]) -> loss tensor: the fast loss, backward, optimizer and EMA, with no host sync."
+    if checkpointing is not None: model.grad_checkpointing = checkpointing         # None: leave the model's settings as they are
+    if fp32_residual is not None: model.fp32_residual = fp32_residual
+    if memory_budget is not None:                                                  # compile recomputes cheap ops to fit (process-wide)
+        torch._functorch.config.activation_memory_budget = memory_budget
+    loss_fn = make_loss(model, diffusion, precision, compile, attention, compile_mode, compile_options)
+    return core_train_step(model, diffusion, opt, ema, ema_decay, loss_fn=loss_fn)
 
 # %% ../nbs/12a_fast.ipynb #75230f12
 class GuidedSampler:
     "DDPM ancestral sampling with classifier-free guidance; each step (both halves, guidance, update) is one compiled call."
     def __init__(self, model, diffusion, cfg_scale=4.0, precision="bf16", compile=True, compile_mode=None,
-                 clip_denoised=False, attention="default"):
+                 clip_denoised=False, attention="default", bf16_weights=False):
         self.bf16, self.kind = _check_precision(precision), process_kind(diffusion)
+        if bf16_weights and not self.bf16: raise ValueError("bf16_weights needs precision='bf16'")
+        if bf16_weights: model = copy.deepcopy(model).to(torch.bfloat16)             # no per-step weight casts; stream in bf16
         self.model, self.cfg_scale, self.clip, self.attention = model, cfg_scale, clip_denoised, attention
         self.device = next(model.parameters()).device
         self.tabs, self.num_steps = schedule_tables(diffusion, self.device), diffusion.num_timesteps
@@ -204,14 +188,18 @@ GuidedSampler._step = _guided_step
 
 # %% ../nbs/12a_fast.ipynb #1eaac178
 @torch.no_grad()
-def guided_sample(self: GuidedSampler, z, y, noise_fn=None):
+def guided_sample(self: GuidedSampler, z, y, noise_fn=None, progress=False):
     "Samples (n, C, H, W) from x_T = z for labels y (n,); noise_fn(i, like) gives step i's noise (default: randn)."
     if z.shape[0] != y.shape[0]: raise ValueError(f"z has {z.shape[0]} samples but y has {y.shape[0]} labels")
     x, n = z.to(self.device, torch.float32), z.shape[0]
     y2 = torch.cat([y.to(self.device), torch.full_like(y, self.null).to(self.device)])    # (2n,)
     ts = torch.arange(self.num_steps, device=self.device).repeat_interleave(n).view(self.num_steps, n)
+    steps = range(self.num_steps - 1, -1, -1)
+    if progress:
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc="sampling", leave=False)
     with _attention_context(self.attention):
-        for i in range(self.num_steps - 1, -1, -1):
+        for i in steps:
             noise = torch.randn_like(x) if noise_fn is None else noise_fn(i, x)
             if self.cuda_graphs: torch.compiler.cudagraph_mark_step_begin()
             x = self.step(x, ts[i], y2, noise)
@@ -219,3 +207,16 @@ def guided_sample(self: GuidedSampler, z, y, noise_fn=None):
     return x
 
 GuidedSampler.__call__ = guided_sample
+
+# %% ../nbs/12a_fast.ipynb #33102b4a
+class FastModel:
+    "A sampler-facing model: `fn(x, t, **kw)` under bf16 autocast and/or torch.compile, float32 output."
+    def __init__(self, fn, precision="bf16", compile=True, compile_mode=None):
+        self.bf16, self.inner = _check_precision(precision), fn
+        self.fn = torch.compile(fn, dynamic=False, mode=compile_mode) if compile else fn
+
+    def parameters(self): return self.inner.parameters()                          # so samplers find the device
+
+    def __call__(self, x, t, **kwargs):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.fn(x, t, **kwargs).float()

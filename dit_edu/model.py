@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['DiT_configs', 'DiT_models', 'PAPER_MODELS', 'DiT', 'initialize_weights', 'check_inputs', 'dit_forward',
-           'dit_unpatchify', 'forward_with_cfg', 'DiTConfig', 'count_params', 'model_gflops', 'model_table',
-           'print_table', 'read_state_dict', 'infer_config', 'load_checkpoint', 'main']
+           'checkpointed_blocks', 'dit_unpatchify', 'forward_with_cfg', 'DiTConfig', 'count_params', 'model_gflops',
+           'model_table', 'print_table', 'read_state_dict', 'infer_config', 'load_checkpoint', 'main']
 
 # %% ../nbs/05_model.ipynb #b8b54ec1
 import argparse, json
@@ -34,7 +34,7 @@ class DiT(nn.Module):
         self.input_size, self.patch_size, self.in_channels = input_size, patch_size, in_channels
         self.learn_sigma, self.num_classes, self.num_heads = learn_sigma, num_classes, num_heads
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
-        self.block_design, self.grad_checkpointing = block, False
+        self.block_design, self.grad_checkpointing, self.fp32_residual = block, False, True   # speed switches, see below
         self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
@@ -80,7 +80,8 @@ DiT.check_inputs = check_inputs
 def dit_forward(self: DiT, x, t, y):
     """x (N, C, H, W), t (N,) timesteps, y (N,) labels -> (N, C_out, H, W)."""
     self.check_inputs(x, t, y)
-    x = self.x_embedder(x) + self.pos_embed                    # (N, T, D)
+    x = self.x_embedder(x)                                       # (N, T, D)
+    x = x + (self.pos_embed if self.fp32_residual else self.pos_embed.to(x.dtype))
     c = self.t_embedder(t) + self.y_embedder(y, self.training)  # (N, D)
     cond = c
     if self.block_design == 'cross-attention':
@@ -88,19 +89,25 @@ def dit_forward(self: DiT, x, t, y):
     T = x.shape[1]
     if self.block_design == 'in-context':
         x = torch.cat([x, self.t_embedder(t)[:, None], self.y_embedder(y, False)[:, None]], dim=1)   # (N, T+2, D)
-    for block in self.blocks:
-        if self.grad_checkpointing and self.training:
+    n_ckpt = self.checkpointed_blocks() if self.training else 0
+    for i, block in enumerate(self.blocks):
+        if i < n_ckpt:
             x = checkpoint(block, x, cond, use_reentrant=False)
         else:
             x = block(x, cond)
     x = self.final_layer(x[:, :T], c)                            # (N, T, p*p*C_out)
     return self.unpatchify(x)                                    # (N, C_out, H, W)
 
+def checkpointed_blocks(self: DiT):
+    """How many blocks (from the first) recompute their activations in backward: `grad_checkpointing` True = all, an int = that many."""
+    g = self.grad_checkpointing
+    return len(self.blocks) if g is True else max(0, min(int(g or 0), len(self.blocks)))
+
 def dit_unpatchify(self: DiT, x):
     """(N, T, p*p*C_out) -> (N, C_out, H, W)."""
     return unpatchify(x, self.patch_size, self.out_channels)
 
-DiT.forward, DiT.unpatchify = dit_forward, dit_unpatchify
+DiT.forward, DiT.unpatchify, DiT.checkpointed_blocks = dit_forward, dit_unpatchify, checkpointed_blocks
 
 # %% ../nbs/05_model.ipynb #f8b78e94
 def forward_with_cfg(self: DiT, x, t, y, cfg_scale, cfg_channels=3):

@@ -33,11 +33,11 @@ def load_model(ckpt=None, device='cpu', model=None, image_size=None, num_classes
     return load_checkpoint(ckpt, m).to(device).eval()
 
 # %% ../nbs/13_sample.ipynb #0c7ea67f
-def evaluate_model(model, n_per_class=100, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, batch_size=500):
+def evaluate_model(model, n_per_class=100, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, batch_size=500, **fast):
     "Class accuracy and classifier-feature FID of class-conditional samples of a Fashion-MNIST DiT."
     from dit_edu.classifier import evaluate_samples, load_classifier
     labels = torch.arange(model.num_classes).repeat_interleave(n_per_class)
-    xs = [generate(model, lab.tolist(), cfg_scale, steps, sampler, seed + i) for i, lab in enumerate(labels.split(batch_size))]
+    xs = [generate(model, lab.tolist(), cfg_scale, steps, sampler, seed + i, **fast) for i, lab in enumerate(labels.split(batch_size))]
     x = torch.cat(xs)
     res = evaluate_samples(x, labels, load_classifier(device=x.device))
     return res | dict(cfg_scale=cfg_scale, steps=steps, sampler=sampler), x
@@ -68,7 +68,15 @@ def sample_parser(prog='dit-sample'):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--ckpt', default=None, help="a .safetensors, a dit-train checkpoint or a reference .pt")
     p.add_argument('--device', default=None)
+    p.add_argument('--precision', default='auto', choices=['auto', 'fp32', 'bf16'], help="auto: bf16 autocast on CUDA, fp32 on a CPU")
+    p.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the guided model (ddpm: the whole step, 12a_fast); default on for CUDA")
     return p
+
+def _fast_args(a, device):
+    "Resolve --precision and --compile for `device`: (precision, compile)."
+    cuda = device.type == 'cuda'
+    return ('bf16' if cuda else 'fp32') if a.precision == 'auto' else a.precision, cuda if a.compile is None else a.compile
 
 def _steps(a): return a.num_sampling_steps or dict(ddpm=250, ddim=50).get(a.sampler, 20)
 
@@ -83,13 +91,14 @@ def sample(argv=None):
     device = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     torch.manual_seed(a.seed)
     model = load_model(a.ckpt, device, a.model, a.image_size, a.num_classes)
+    precision, compile = _fast_args(a, device)
     if a.eval:
-        res, _ = evaluate_model(model, a.eval, a.cfg_scale, _steps(a), a.sampler, a.seed)
+        res, _ = evaluate_model(model, a.eval, a.cfg_scale, _steps(a), a.sampler, a.seed, precision=precision, compile=compile)
         print(json.dumps(res, indent=1)); return res
     labels = a.class_labels or (list(range(model.num_classes)) * 2 if model.num_classes <= 16 else [207, 360, 387, 974, 88, 979, 417, 279])
     if max(labels) >= model.num_classes or min(labels) < 0: raise ValueError(f"--class-labels must lie in [0, {model.num_classes - 1}], got {labels}")
     vae = load_vae(a.vae, device) if model.in_channels == 4 else None
-    x = generate(model, labels, a.cfg_scale, _steps(a), a.sampler, a.seed, vae)
+    x = generate(model, labels, a.cfg_scale, _steps(a), a.sampler, a.seed, vae, precision=precision, compile=compile)
     out = save_samples(x, labels, a.out)
     print(f"wrote {len(labels)} samples to {out}")
     return out
@@ -110,6 +119,7 @@ def sample_ddp(argv=None):
     rank, world, device = setup_distributed(a.device)
     model = load_model(a.ckpt, device, a.model, a.image_size, a.num_classes)
     vae = load_vae(a.vae, device) if model.in_channels == 4 else None
+    precision, compile = _fast_args(a, device)
     name = f"{Path(a.ckpt).stem if a.ckpt else 'fmnist_dit'}-cfg-{a.cfg_scale}-{a.sampler}-{_steps(a)}-seed-{a.global_seed}"
     folder = Path(a.sample_dir)/name
     folder.mkdir(parents=True, exist_ok=True)
@@ -118,7 +128,8 @@ def sample_ddp(argv=None):
     for i, start in enumerate(range(rank * B, n, world * B)):        # rank r draws batches r, r+world, ...
         b = min(B, n - start)
         labels = torch.randint(0, model.num_classes, (b,), generator=g)
-        x = generate(model, labels.tolist(), a.cfg_scale, _steps(a), a.sampler, int(torch.randint(2**31, (1,), generator=g)), vae)
+        x = generate(model, labels.tolist(), a.cfg_scale, _steps(a), a.sampler, int(torch.randint(2**31, (1,), generator=g)), vae,
+                     precision=precision, compile=compile)
         for j, (img, lab) in enumerate(zip(to_uint8(x), labels.tolist())):
             _save_png(img, folder/f"{start + j:06d}.png"); (folder/f"{start + j:06d}.txt").write_text(str(lab))
     if dist.is_initialized(): dist.barrier()

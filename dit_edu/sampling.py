@@ -14,23 +14,22 @@ from .diffusion import GaussianDiffusion
 
 # %% ../nbs/09_sampling.ipynb #d3a1a255
 class ClassifierFreeGuidance:
-    "Guided model: eps_uncond + s (eps_cond - eps_uncond) from one forward of 2N; the reference's first 3 channels unless `all_channels`."
+    "The guided model the samplers call: x (N, ...) -> first half of `model.forward_with_cfg` on the doubled batch."
     def __init__(self, model, cfg_scale, all_channels=False, null_class=None):
+        if not hasattr(model, "forward_with_cfg"): raise ValueError("guidance needs a model with forward_with_cfg (a DiT)")
         self.model, self.cfg_scale, self.all_channels = model, cfg_scale, all_channels
         self.null_class = getattr(model, "num_classes", None) if null_class is None else null_class
         if self.null_class is None: raise ValueError("null_class is needed: the model has no num_classes attribute")
 
     def parameters(self): return self.model.parameters()                     # so samplers find the device
 
-    def __call__(self, x, t, y, **kwargs):
-        N, C = x.shape[:2]
+    def __call__(self, x, t, y):
+        N = x.shape[0]
         if not torch.is_tensor(y) or tuple(y.shape) != (N,): raise ValueError(f"y must be a ({N},) tensor of labels, got {y!r}")
-        y_null = torch.full_like(y, self.null_class)
-        out = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, y_null]), **kwargs)   # (2N, C_out, H, W)
-        cond, uncond = out.chunk(2)                                                             # (N, C_out, H, W) each
-        k = C if self.all_channels else min(3, C)                                               # guided channels
-        guided = uncond[:, :k] + self.cfg_scale * (cond[:, :k] - uncond[:, :k])
-        return torch.cat([guided, cond[:, k:]], dim=1)
+        y2 = torch.cat([y, torch.full_like(y, self.null_class)])                # labels, then the null class
+        out = self.model.forward_with_cfg(torch.cat([x, x]), torch.cat([t, t]), y2, self.cfg_scale,
+                                          cfg_channels=None if self.all_channels else 3)   # (2N, C_out, H, W)
+        return out[:N]                                                           # both halves hold the same guided eps
 
 # %% ../nbs/09_sampling.ipynb #41583704
 def dpm_solver_coefficients(diffusion:GaussianDiffusion):

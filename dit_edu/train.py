@@ -56,19 +56,22 @@ def update_ema(ema_params, params, decay):
     torch._foreach_lerp_(ema_params, params, 1.0 - decay)
 
 # %% ../nbs/12_train.ipynb #2d736185
-def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision='fp32', compile=False):
-    "A function (x, y, t, noise) -> loss tensor doing one AdamW step of the diffusion loss, then the EMA update."
+def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision='fp32', compile=False, loss_fn=None):
+    "A function (x, y, t, noise) -> loss tensor: one AdamW step of the diffusion loss, then the EMA update (precision and compile shape the default loss)."
     if precision not in ('fp32', 'bf16'): raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    device_type = next(model.parameters()).device.type
-    def model_fn(x_t, t, y):
-        with torch.autocast(device_type, torch.bfloat16, enabled=precision == 'bf16'):
-            return model(x_t, t, y).float()
-    def loss_fn(x, y, t, noise):
-        return diffusion.training_losses(model_fn, x, t, dict(y=y), noise=noise)["loss"].mean()
-    if compile: loss_fn = torch.compile(loss_fn)
+    if loss_fn is None:
+        device_type = next(model.parameters()).device.type
+        def model_fn(x_t, t, y):
+            with torch.autocast(device_type, torch.bfloat16, enabled=precision == 'bf16'):
+                return model(x_t, t, y).float()
+        def loss_fn(x, y, t, noise):
+            return diffusion.training_losses(model_fn, x, t, dict(y=y), noise=noise)["loss"].mean()
+        if compile: loss_fn = torch.compile(loss_fn)
     params = [p for p in model.parameters()]
     ema_params = [p for p in ema.parameters()] if ema is not None else None
-    def step(x, y, t, noise):
+    def step(x, y, t=None, noise=None):
+        if t is None: t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],), device=x.device)
+        if noise is None: noise = torch.randn_like(x)
         loss = loss_fn(x, y, t, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,8 +149,13 @@ def get_parser():
     a('--ema-decay', type=float, default=None)
     a('--class-dropout-prob', type=float, default=0.1)
     a('--precision', default='auto', choices=['auto', 'fp32', 'bf16'], help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    a('--compile', action='store_true', default=None, help="torch.compile the model and loss")
-    a('--grad-checkpointing', action='store_true', default=None, help="recompute block activations in backward (saves memory)")
+    a('--compile', action=argparse.BooleanOptionalAction, default=None,
+      help="the fast path (12a_fast): sync-free loss compiled with the model; default on for CUDA, off on a CPU")
+    a('--attention', default='auto', choices=['auto', 'default', 'flash', 'cudnn', 'efficient', 'math'],
+      help="SDPA kernel of the fast path; auto: the fastest for this shape on CUDA (timed at start), PyTorch's choice elsewhere")
+    a('--grad-checkpointing', type=int, nargs='?', const=-1, default=None, metavar='K',
+      help="recompute activations in backward to save memory: every block, or only the first K")
+    a('--bf16-residual', action='store_true', default=None, help="keep the residual stream in bf16 under autocast (see 05_model)")
     a('--resume', default=None, help="a checkpoint file, or a run folder (its latest checkpoint)")
     a('--device', default=None, help="default: cuda if available, else cpu")
     a('--cfg-scale', type=float, default=4.0, help="guidance scale of the sample grids")
@@ -161,7 +169,9 @@ def resolve_args(args):
     defaults = TINY_DEFAULTS if args.dataset == 'fashion-mnist' else PAPER_DEFAULTS
     for k, v in defaults.items():
         if getattr(args, k) is None: setattr(args, k, v)
-    args.compile, args.grad_checkpointing = bool(args.compile), bool(args.grad_checkpointing)
+    g = args.grad_checkpointing                                  # -1 or True (older runs): every block
+    args.grad_checkpointing = -1 if g is True or g == -1 else int(g or 0)
+    args.bf16_residual = bool(args.bf16_residual)
     return args
 
 # %% ../nbs/12_train.ipynb #97aaf095
@@ -210,15 +220,25 @@ def latest_checkpoint(path):
 
 # %% ../nbs/12_train.ipynb #cc5063e1
 @torch.no_grad()
-def generate(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, vae=None, progress=False):
-    "Images for class `labels` from `model` (guided if cfg_scale != 1), decoded by `vae` for latent models."
+def generate(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, vae=None, progress=False, precision='fp32', compile=False):
+    "Images for class `labels` from `model` (guided if cfg_scale != 1), decoded by `vae` for latent models; bf16 or compile: the fast path."
     device = next(model.parameters()).device
     model.eval()
     s = Sampler(create_diffusion("", learn_sigma=model.learn_sigma), sampler, steps, clip_denoised=vae is None)
-    fn = ClassifierFreeGuidance(model, cfg_scale) if cfg_scale != 1 else model
     n, C, S = len(labels), model.in_channels, model.input_size
     z = torch.randn(n, C, S, S, generator=torch.Generator().manual_seed(seed)).to(device)
-    x = s.sample(fn, z.shape, z, model_kwargs=dict(y=torch.as_tensor(labels, device=device)), device=device, progress=progress)
+    y = torch.as_tensor(labels, device=device)
+    fast = precision == 'bf16' or compile
+    if fast and sampler == 'ddpm' and cfg_scale != 1:             # the reference's sampler: one compiled call per step (12a_fast)
+        from dit_edu.fast import GuidedSampler
+        gs = GuidedSampler(model, s.diffusion, cfg_scale, precision, compile, clip_denoised=s.clip_denoised)
+        x = gs(z, y, progress=progress)
+    else:
+        fn = ClassifierFreeGuidance(model, cfg_scale) if cfg_scale != 1 else model
+        if fast:
+            from dit_edu.fast import FastModel
+            fn = FastModel(fn, precision, compile)
+        x = s.sample(fn, z.shape, z, model_kwargs=dict(y=y), device=device, progress=progress)
     return decode_latents(vae, x) if vae is not None else x.clamp(-1, 1)
 
 # %% ../nbs/12_train.ipynb #2cc484e4
@@ -259,7 +279,9 @@ class Trainer:
         C, S = (1, args.image_size) if args.dataset == 'fashion-mnist' else (4, args.image_size // 8)
         if args.dataset == 'latents': C, S = self.dataset.meta['shape'][0], self.dataset.meta['shape'][-1]
         self.model = build_model(args, C, S).to(self.device)
-        self.model.grad_checkpointing = args.grad_checkpointing
+        if args.compile is None: args.compile = self.device.type == 'cuda'
+        g = args.grad_checkpointing
+        self.model.grad_checkpointing, self.model.fp32_residual = (True if g == -1 else g), not args.bf16_residual
         self.config = model_config(self.model)
         self.drop_prob, self.model.y_embedder.dropout_prob = self.model.y_embedder.dropout_prob, 0.0  # drawn by step_randomness
         self.ema = make_ema(self.model)
@@ -322,13 +344,23 @@ def setup(self: Trainer, ckpt=None, ckpt_path=None):
         from torch.nn.parallel import DistributedDataParallel as DDP
         self.model = DDP(self.model_raw, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
         obj = [str(self.exp_dir) if self.exp_dir else None]; dist.broadcast_object_list(obj, 0); self.exp_dir = Path(obj[0])
-    self.train_step = make_train_step(self.model, self.diffusion, self.opt, self.ema, self.args.ema_decay, self.args.precision, self.args.compile)
+    self.train_step = make_train_step(self.model, self.diffusion, self.opt, self.ema, self.args.ema_decay, self.args.precision,
+                                      loss_fn=self.fast_loss() if self.args.compile else None)
     self.loader = DataLoader(self.dataset, batch_size=self.local_bs, sampler=self.sampler, num_workers=self.args.num_workers,
                              drop_last=True, pin_memory=self.device.type == 'cuda', generator=torch.Generator().manual_seed(0))
     if self.rank == 0:
         (self.exp_dir/'checkpoints').mkdir(parents=True, exist_ok=True)
         (self.exp_dir/'args.json').write_text(json.dumps(vars(self.args), indent=1))
     return self
+
+# %% ../nbs/12_train.ipynb #053aeadd
+@patch
+def fast_loss(self: Trainer):
+    "The fast path's compiled loss (12a_fast) with the attention kernel chosen for this batch."
+    from dit_edu.fast import make_loss, choose_attention
+    a = self.args
+    if a.attention == 'auto': a.attention = choose_attention(self.model_raw, self.local_bs, self.device)
+    return make_loss(self.model, self.diffusion, a.precision, compile=True, attention=a.attention)
 
 # %% ../nbs/12_train.ipynb #37b8e184
 @patch
@@ -457,7 +489,7 @@ def export(self: Trainer):
 
 # %% ../nbs/12_train.ipynb #b427915e
 RESUME_OVERRIDES = ('data_path', 'max_steps', 'epochs', 'log_every', 'ckpt_every', 'sample_every', 'num_workers',
-                    'no_progress', 'device', 'compile', 'grad_checkpointing', 'cfg_scale')
+                    'no_progress', 'device', 'compile', 'attention', 'grad_checkpointing', 'cfg_scale')
 
 def train(argv=None):
     "Run dit-train with the command-line arguments `argv`; returns the finished `Trainer`."
@@ -466,9 +498,9 @@ def train(argv=None):
     if args.resume:
         ckpt_path = latest_checkpoint(args.resume)
         ckpt = read_checkpoint(ckpt_path)
-        saved = argparse.Namespace(**ckpt['args'])
+        saved = argparse.Namespace(**(vars(get_parser().parse_args([])) | ckpt['args']))   # flags newer than the run: defaults
         for k in RESUME_OVERRIDES:
-            if getattr(args, k) not in (None, False): setattr(saved, k, getattr(args, k))
+            if getattr(args, k) is not None: setattr(saved, k, getattr(args, k))
         saved.resume, args = str(ckpt_path), saved
     trainer = Trainer(resolve_args(args)).setup(ckpt, ckpt_path)
     try: trainer.fit()

@@ -3,8 +3,8 @@ import copy
 import pytest, torch
 from dit_edu.model import DiT
 from dit_edu.diffusion import create_diffusion
-from dit_edu.fast import (schedule_tables, fast_training_losses, make_train_step, plain_train_step, GuidedSampler,
-                          make_optimizer, ema_update)
+from dit_edu.fast import schedule_tables, fast_training_losses, make_train_step, GuidedSampler, make_optimizer
+from dit_edu.train import make_train_step as plain_train_step, update_ema
 
 
 def golden_model(golden):
@@ -66,12 +66,27 @@ def test_bf16_step_tracks_fp32():
     assert ((bl - pl).abs() / pl).max() < 2e-2
 
 
+def test_bf16_residual_tracks_fp32_and_partial_checkpointing_is_exact():
+    """fp32_residual=False stays within bf16 rounding of fp32; checkpointing the first block changes nothing in fp32."""
+    model, data = tiny(), batches()
+    pl = run(model, plain_train_step, data)[0]
+    rl, rm, _ = run(model, lambda *a: make_train_step(*a, precision='bf16', compile=False, fp32_residual=False), data)
+    assert not rm.fp32_residual and ((rl - pl).abs() / pl).max() < 2e-2
+    fl, fm, _ = run(model, lambda *a: make_train_step(*a, precision='fp32', compile=False), data)
+    cl, cm, _ = run(model, lambda *a: make_train_step(*a, precision='fp32', compile=False, checkpointing=1), data)
+    assert cm.checkpointed_blocks() == 1
+    torch.testing.assert_close(cl, fl, rtol=1e-6, atol=0)
+    torch.testing.assert_close(flat(cm), flat(fm), rtol=1e-6, atol=1e-7)
+
+
 def test_ema_update_matches_loop():
+    """The trainer's one-pass lerp EMA equals the reference's per-tensor mul/add to float32 rounding."""
     ps = [torch.randn(3, 4), torch.randn(7)]
     a, b = [p + 1 for p in ps], [p + 1 for p in ps]
-    ema_update(a, ps, 0.999)
+    update_ema(a, ps, 0.999)
     for e, p in zip(b, ps): e.mul_(0.999).add_(p, alpha=1 - 0.999)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for x, y in zip(a, b): torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(a[0], ps[0] + 1)
 
 
 def test_make_optimizer_defaults():
@@ -98,6 +113,10 @@ def test_guided_sampler_equals_reference_loop():
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match='3 samples'):
         GuidedSampler(model, d, precision='fp32', compile=False)(z, y[:2])
+    torch.manual_seed(7)
+    w16 = GuidedSampler(model, d, 4.0, precision='bf16', compile=False, bf16_weights=True)(z, y, noise_fn=half_noise)
+    assert ((w16 - ref).norm() / ref.norm()) < 5e-2
+    assert next(model.parameters()).dtype == torch.float32
 
 
 def test_compiled_step_and_sampler_on_cpu():

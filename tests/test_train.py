@@ -1,5 +1,5 @@
 """dit-train end to end: resume after SIGKILL, DDP equivalence, bad checkpoints and paths, NaN stop, latents."""
-import os, signal, socket, struct, subprocess, sys, time, zipfile
+import json, os, signal, socket, struct, subprocess, sys, time, zipfile
 from pathlib import Path
 
 import pytest
@@ -107,3 +107,22 @@ def test_ddp_two_processes_equal_one(uninterrupted, tmp_path):
     assert b['data']['world'] == 2
     for part in ('model', 'ema'):
         for k in a[part]: torch.testing.assert_close(a[part][k], b[part][k], atol=2e-5, rtol=1e-4, msg=f'{part}.{k}')
+
+
+def test_compiled_fast_path_matches_eager_run(uninterrupted, tmp_path):
+    """--compile (the default on CUDA) on a CPU: the sync-free loss compiled with the model trains as the eager run does;
+    its checkpoint also resumes when the saved arguments predate the newer flags."""
+    from dit_edu.train import save_checkpoint
+    torch._dynamo.reset()
+    t = train(TINY + ['--results-dir', str(tmp_path), '--max-steps', '5', '--ckpt-every', '5', '--compile', '--grad-checkpointing', '1'])
+    assert t.args.compile and t.args.grad_checkpointing == 1 and t.model_raw.checkpointed_blocks() == 1
+    first = lambda d: json.loads((Path(d) / 'metrics.jsonl').read_text().splitlines()[0])
+    fast, eager = first(t.exp_dir), first(uninterrupted)
+    assert fast['step'] == eager['step'] == 5
+    assert abs(fast['loss'] - eager['loss']) < 1e-4 * eager['loss'], (fast['loss'], eager['loss'])
+    old = read_checkpoint(t.exp_dir / 'checkpoints' / '0000005.pt')
+    for k in ('attention', 'bf16_residual'): old['args'].pop(k)
+    old['args'].update(compile=False, grad_checkpointing=False)             # how runs before these flags stored them
+    p = save_checkpoint(tmp_path / 'old' / 'checkpoints' / '0000005.pt', old)
+    again = train(['--resume', str(p), '--max-steps', '6', '--no-progress'])
+    assert again.step == 6 and again.args.grad_checkpointing == 0 and not again.args.compile
