@@ -109,6 +109,22 @@ def test_ddp_two_processes_equal_one(uninterrupted, tmp_path):
         for k in a[part]: torch.testing.assert_close(a[part][k], b[part][k], atol=2e-5, rtol=1e-4, msg=f'{part}.{k}')
 
 
+def test_ddp_with_compile_matches_eager_run(uninterrupted, tmp_path):
+    """2 gloo processes on the compiled fast path (the multi-GPU configuration) train as the 1-process eager run."""
+    script = tmp_path / 'run.py'; script.write_text(RUN + "\n")
+    with socket.socket() as sk: sk.bind(('127.0.0.1', 0)); port = sk.getsockname()[1]
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(port), str(script)] + TINY + [
+        '--results-dir', str(tmp_path), '--max-steps', '5', '--ckpt-every', '5', '--compile']
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = next(tmp_path.glob('*-DiT-Nano-8'))
+    assert _ckpt(run, 5)['args']['compile'] and _ckpt(run, 5)['data']['world'] == 2
+    first = lambda d: json.loads((Path(d) / 'metrics.jsonl').read_text().splitlines()[0])
+    fast, eager = first(run), first(uninterrupted)
+    assert fast['step'] == eager['step'] == 5
+    assert abs(fast['loss'] - eager['loss']) < 1e-4 * eager['loss'], (fast['loss'], eager['loss'])
+
+
 def test_compiled_fast_path_matches_eager_run(uninterrupted, tmp_path):
     """--compile (the default on CUDA) on a CPU: the sync-free loss compiled with the model trains as the eager run does;
     its checkpoint also resumes when the saved arguments predate the newer flags."""
