@@ -4,6 +4,8 @@
 # under its own time limit, so one slow compile costs only its part; parts are skipped when the budget runs out,
 # so they are ordered by priority.
 # Usage (repo root, on the GPU machine): OUT=/some/dir BUDGET=500 bash tools/gpu_bench.sh
+# The device image lacks fastcore: carry .whl (fastcore-1.14.5-py3-none-any.whl) and start the command with
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site;
 # CPU dry run of the whole script (tiny model, minutes):
 #   OUT=/tmp/dry BUDGET=900 EXTRA="--model DiT-Nano/8 --device cpu --num-classes 10 --image-size 64 --sample-steps 3" \
 #   SMOKE_MODEL=DiT-S/8 SMOKE_DEVICE=cpu bash tools/gpu_bench.sh
