@@ -95,11 +95,11 @@ def time_attention_backends(batch, heads, tokens, head_dim, device, dtype=torch.
         except RuntimeError: pass                                                    # this backend does not take the shape
     return times
 
-def choose_attention(model, batch, device):
-    "The fastest SDPA backend name for `model`'s attention shape at `batch` ('default' where nothing was timed)."
+def choose_attention(model, batch, device, dtype=torch.bfloat16):
+    "The fastest SDPA backend for `model`'s attention shape at `batch` in `dtype` ('default' where nothing was timed)."
     blk = model.blocks[0].attn
     heads, dim = blk.num_heads, blk.qkv.in_features
-    times = time_attention_backends(batch, heads, model.x_embedder.num_patches, dim // heads, device)
+    times = time_attention_backends(batch, heads, model.x_embedder.num_patches, dim // heads, device, dtype)
     return min(times, key=times.get) if times else "default"
 
 # %% ../nbs/12a_fast.ipynb #de5a1f3b

@@ -359,7 +359,8 @@ def fast_loss(self: Trainer):
     "The fast path's compiled loss (12a_fast) with the attention kernel chosen for this batch."
     from dit_edu.fast import make_loss, choose_attention
     a = self.args
-    if a.attention == 'auto': a.attention = choose_attention(self.model_raw, self.local_bs, self.device)
+    if a.attention == 'auto':                                   # timed in the dtype it will run in (flash and cuDNN take no float32)
+        a.attention = choose_attention(self.model_raw, self.local_bs, self.device, torch.bfloat16 if a.precision == 'bf16' else torch.float32)
     return make_loss(self.model, self.diffusion, a.precision, compile=True, attention=a.attention)
 
 # %% ../nbs/12_train.ipynb #37b8e184
