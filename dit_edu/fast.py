@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TABLES', 'ATTENTION_BACKENDS', 'schedule_tables', 'rows', 'process_kind', 'vb_bits', 'fast_training_losses',
            'make_optimizer', 'time_attention_backends', 'choose_attention', 'make_loss', 'make_train_step',
-           'GuidedSampler', 'guided_sample', 'FastModel']
+           'uses_cuda_graphs', 'GuidedSampler', 'guided_sample', 'FastModel']
 
 # %% ../nbs/12a_fast.ipynb #64edb446
 import copy, time
@@ -145,6 +145,11 @@ def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision
     loss_fn = make_loss(model, diffusion, precision, compile, attention, compile_mode, compile_options)
     return core_train_step(model, diffusion, opt, ema, ema_decay, loss_fn=loss_fn)
 
+def uses_cuda_graphs(compile_mode):
+    "Whether torch.compile's `compile_mode` captures CUDA graphs ('reduce-overhead', 'max-autotune')."
+    from torch._inductor import list_mode_options
+    return bool(list_mode_options(compile_mode or "default", False).get("triton.cudagraphs"))
+
 # %% ../nbs/12a_fast.ipynb #75230f12
 class GuidedSampler:
     "DDPM ancestral sampling with classifier-free guidance; each step (both halves, guidance, update) is one compiled call."
@@ -157,7 +162,7 @@ class GuidedSampler:
         self.device = next(model.parameters()).device
         self.tabs, self.num_steps = schedule_tables(diffusion, self.device), diffusion.num_timesteps
         self.null = model.num_classes                                                  # the null label of guidance
-        self.cuda_graphs = compile and "reduce-overhead" in (compile_mode or "")      # outputs live in a reused graph pool
+        self.cuda_graphs = compile and uses_cuda_graphs(compile_mode)                 # outputs live in a reused graph pool
         self.step = torch.compile(self._step, dynamic=False, mode=compile_mode) if compile else self._step
 
 # %% ../nbs/12a_fast.ipynb #794cb92c

@@ -48,12 +48,19 @@ fi
 # 5. reference mode (fp32/TF32, hand-written attention, eager): the same first 8 training steps as parts 1-2 (loss tracking),
 #    and guided sampling of 64 images (3 steps timed, x250)
 part ref 80 --modes reference --tasks train,sample --batch-size 128 --micro 2 --steps 6 --warmup 2 --sample-images 64 --ref-sample-steps 3
-# 6. bf16 residual + Inductor's coordinate-descent tuning of the fused kernels' block sizes
+# 6. the memory target (<= 50 GiB at batch 128) if the bf16 residual alone misses it: checkpoint the first 2 of 28 blocks
+part fast_train_b128_r16_ck2 130 --modes fast --tasks train --batch-size 128 --steps 10 --warmup 2 --bf16-residual --checkpointing 2
+# 7. bf16 residual + Inductor's coordinate-descent tuning of the fused kernels' block sizes
 part fast_train_b128_r16_cdt 180 --modes fast --tasks train --batch-size 128 --steps 10 --warmup 2 --bf16-residual \
   --inductor coordinate_descent_tuning=1
-# 7. sampling 128 images per chain (a 256 forward batch)
+# 8. sampling 128 images per chain (a 256 forward batch)
 part fast_sample_128_w16 90 --modes fast --tasks sample --batch-size 256 --sample-images 128 --compare 0 \
   --sample-compile-mode reduce-overhead --sample-bf16-weights
-# 8. the largest batch, bf16 residual
+# 9. the largest batch, bf16 residual
 part fast_train_b256_r16 140 --modes fast --tasks train --batch-size 256 --steps 6 --warmup 2 --bf16-residual
+# 10. matmul autotuning (Triton GEMM templates, epilogue fusion): sampler (with CUDA graphs), then the training step
+part fast_sample_64_w16_ma 240 --modes fast --tasks sample --batch-size 128 --sample-images 64 --compare 0 \
+  --sample-compile-mode max-autotune --sample-bf16-weights
+part fast_train_b128_r16_ma 300 --modes fast --tasks train --batch-size 128 --steps 10 --warmup 2 --bf16-residual \
+  --compile-mode max-autotune-no-cudagraphs
 report; cat "$OUT/report.md"
