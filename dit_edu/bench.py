@@ -117,20 +117,24 @@ def kernel_kind(name):
     return next((k for k, keys in KERNEL_KINDS if any(w in name.lower() for w in keys)), "other")
 
 def profile_steps(step, data, device, path=None, n=2):
-    "Profile `n` steps with torch.profiler: device ms per step by kernel kind; the top kernels written to `path`."
+    "Profile `n` steps with torch.profiler: device ms per step by kernel kind; the top ops and every counted kernel written to `path`."
     from torch.profiler import profile, ProfilerActivity
     cuda = torch.device(device).type == "cuda"
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         for batch in data[:n]: step(*batch)
         sync(device)
     events = prof.key_averages()
-    if path:
-        with open(path, "w") as f: f.write(events.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=40))
-    kinds = {}
+    kinds, kernels = {}, []
     for e in events:
         dev = getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))
         if not cuda or dev <= 0 or e.self_cpu_time_total > 0: continue            # kernels only: device time, no host time
         kinds[kernel_kind(e.key)] = kinds.get(kernel_kind(e.key), 0.0) + dev / 1e3 / n
+        kernels.append((dev / 1e3 / n, kernel_kind(e.key), e.key))
+    if path:
+        with open(path, "w") as f:
+            f.write(events.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=40))
+            f.write("\n\nEvery counted kernel: ms per step, kind, full name\n")    # so the kinds can be checked by eye
+            f.writelines(f"{ms:9.3f}  {kind:<26} {name}\n" for ms, kind, name in sorted(kernels, reverse=True))
     return kinds
 
 # %% ../nbs/15_bench.ipynb #13dc5a22
