@@ -457,6 +457,7 @@ def fit(self: Trainer):
         self.bar = tqdm(total=self.total_steps, initial=self.step, desc='dit-train', dynamic_ncols=True)
     self.log(f"{a.model} ({sum(p.numel() for p in self.model_raw.parameters()):,} parameters) on {a.dataset} ({len(self.dataset):,} images), "
              f"{self.world} process(es) on {self.device}, {a.precision}; steps {self.step} -> {self.total_steps}; run folder {self.exp_dir}")
+    if a.compile: self.log(f"fast path: attention {a.attention}; the first step compiles model and loss (about a minute for DiT-XL/2)")
     self.model.train()
     while self.step < self.total_steps:
         epoch, batch = divmod(self.step, self.steps_per_epoch)
