@@ -17,6 +17,7 @@ from torch import nn
 from .model import DiT_models, model_gflops
 from .diffusion import create_diffusion
 from .fast import make_train_step, make_optimizer, GuidedSampler, choose_attention
+from .train import make_ema
 
 # %% ../nbs/15_bench.ipynb #a052476d
 def matmul_tflops(device, n=None, dtype=torch.bfloat16, iters=10):
@@ -147,7 +148,7 @@ def bench_train(mode, name="DiT-XL/2", batch=128, steps=10, warmup=3, input_size
     reset_memory(device)
     model = build_model(name, input_size, num_classes, device, seed, fused_attention=mode == "fast", randomize_zero_init=True).train()
     model.y_embedder.dropout_prob = 0.0                                           # same labels in both modes
-    ema = build_model(name, input_size, num_classes, device, seed, randomize_zero_init=True).eval().requires_grad_(False)
+    ema = make_ema(model)                                                         # the same start, as a frozen copy
     diffusion = create_diffusion("")
     data = bench_data(warmup + steps, batch, input_size, num_classes, device, seed)
     info = dict(mode=mode, task="train", model=name, batch=batch)

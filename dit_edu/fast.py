@@ -163,7 +163,7 @@ class GuidedSampler:
         self.tabs, self.num_steps = schedule_tables(diffusion, self.device), diffusion.num_timesteps
         self.null = model.num_classes                                                  # the null label of guidance
         self.cuda_graphs = compile and uses_cuda_graphs(compile_mode)                 # outputs live in a reused graph pool
-        self.step = torch.compile(self._step, dynamic=False, mode=compile_mode) if compile else self._step
+        self.step = _compile(self._step, compile_mode) if compile else self._step
 
 # %% ../nbs/12a_fast.ipynb #794cb92c
 @torch.no_grad()
@@ -218,7 +218,7 @@ class FastModel:
     "A sampler-facing model: `fn(x, t, **kw)` under bf16 autocast and/or torch.compile, float32 output."
     def __init__(self, fn, precision="bf16", compile=True, compile_mode=None):
         self.bf16, self.inner = _check_precision(precision), fn
-        self.fn = torch.compile(fn, dynamic=False, mode=compile_mode) if compile else fn
+        self.fn = _compile(fn, compile_mode) if compile else fn
 
     def parameters(self): return self.inner.parameters()                          # so samplers find the device
 

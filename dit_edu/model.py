@@ -99,9 +99,9 @@ def dit_forward(self: DiT, x, t, y):
     return self.unpatchify(x)                                    # (N, C_out, H, W)
 
 def checkpointed_blocks(self: DiT):
-    """How many blocks (from the first) recompute their activations in backward: `grad_checkpointing` True = all, an int = that many."""
-    g = self.grad_checkpointing
-    return len(self.blocks) if g is True else max(0, min(int(g or 0), len(self.blocks)))
+    """How many blocks (from the first) recompute their activations in backward: `grad_checkpointing` True or negative = all, k >= 0 = k."""
+    g, n = self.grad_checkpointing, len(self.blocks)
+    return n if g is True or int(g or 0) < 0 else min(int(g or 0), n)
 
 def dit_unpatchify(self: DiT, x):
     """(N, T, p*p*C_out) -> (N, C_out, H, W)."""

@@ -6,11 +6,11 @@
 __all__ = ['CKPT_KEYS', 'TINY_DEFAULTS', 'PAPER_DEFAULTS', 'RESUME_OVERRIDES', 'step_randomness', 'drop_labels', 'flip_batch',
            'make_ema', 'update_ema', 'make_train_step', 'save_checkpoint', 'read_checkpoint', 'ResumableSampler',
            'get_parser', 'resolve_args', 'setup_distributed', 'build_model', 'model_config', 'experiment_dir',
-           'latest_checkpoint', 'generate', 'save_grid', 'grid_labels', 'plot_losses', 'Trainer', 'tqdm_write', 'train',
-           'main']
+           'latest_checkpoint', 'fast_sampler', 'generate', 'save_grid', 'grid_labels', 'plot_losses', 'Trainer',
+           'tqdm_write', 'train', 'main']
 
 # %% ../nbs/12_train.ipynb #a92c176f
-import argparse, copy, json, math, os, random, sys, time, zipfile
+import argparse, copy, functools, json, math, os, random, sys, time, zipfile
 from pathlib import Path
 
 import numpy as np
@@ -219,26 +219,30 @@ def latest_checkpoint(path):
     return ckpts[-1]
 
 # %% ../nbs/12_train.ipynb #cc5063e1
+@functools.lru_cache(maxsize=4)
+def fast_sampler(model, sampler, steps, cfg_scale, precision, compile, clip_denoised):
+    "A function (z, y, progress=False) -> samples on the fast path (12a_fast), built once per settings: later calls reuse its compilation."
+    from dit_edu.fast import GuidedSampler, FastModel
+    s = Sampler(create_diffusion("", learn_sigma=model.learn_sigma), sampler, steps, clip_denoised=clip_denoised)
+    if sampler == 'ddpm' and cfg_scale != 1:                   # the reference's sampler: one compiled call per step
+        mode = "reduce-overhead" if next(model.parameters()).is_cuda else None   # CUDA graphs: the measured fastest (15_bench)
+        return GuidedSampler(model, s.diffusion, cfg_scale, precision, compile, mode, clip_denoised=clip_denoised)
+    fn = FastModel(ClassifierFreeGuidance(model, cfg_scale) if cfg_scale != 1 else model, precision, compile)
+    return lambda z, y, progress=False: s.sample(fn, z.shape, z, model_kwargs=dict(y=y), device=z.device, progress=progress)
+
 @torch.no_grad()
 def generate(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, vae=None, progress=False, precision='fp32', compile=False):
     "Images for class `labels` from `model` (guided if cfg_scale != 1), decoded by `vae` for latent models; bf16 or compile: the fast path."
     device = next(model.parameters()).device
     model.eval()
-    s = Sampler(create_diffusion("", learn_sigma=model.learn_sigma), sampler, steps, clip_denoised=vae is None)
     n, C, S = len(labels), model.in_channels, model.input_size
     z = torch.randn(n, C, S, S, generator=torch.Generator().manual_seed(seed)).to(device)
     y = torch.as_tensor(labels, device=device)
-    fast = precision == 'bf16' or compile
-    if fast and sampler == 'ddpm' and cfg_scale != 1:             # the reference's sampler: one compiled call per step (12a_fast)
-        from dit_edu.fast import GuidedSampler
-        mode = "reduce-overhead" if device.type == 'cuda' else None   # CUDA graphs: the measured fastest (15_bench)
-        gs = GuidedSampler(model, s.diffusion, cfg_scale, precision, compile, mode, clip_denoised=s.clip_denoised)
-        x = gs(z, y, progress=progress)
+    if precision == 'bf16' or compile:
+        x = fast_sampler(model, sampler, steps, cfg_scale, precision, compile, vae is None)(z, y, progress=progress)
     else:
+        s = Sampler(create_diffusion("", learn_sigma=model.learn_sigma), sampler, steps, clip_denoised=vae is None)
         fn = ClassifierFreeGuidance(model, cfg_scale) if cfg_scale != 1 else model
-        if fast:
-            from dit_edu.fast import FastModel
-            fn = FastModel(fn, precision, compile)
         x = s.sample(fn, z.shape, z, model_kwargs=dict(y=y), device=device, progress=progress)
     return decode_latents(vae, x) if vae is not None else x.clamp(-1, 1)
 
@@ -281,8 +285,7 @@ class Trainer:
         if args.dataset == 'latents': C, S = self.dataset.meta['shape'][0], self.dataset.meta['shape'][-1]
         self.model = build_model(args, C, S).to(self.device)
         if args.compile is None: args.compile = self.device.type == 'cuda'
-        g = args.grad_checkpointing
-        self.model.grad_checkpointing, self.model.fp32_residual = (True if g == -1 else g), not args.bf16_residual
+        self.model.grad_checkpointing, self.model.fp32_residual = args.grad_checkpointing, not args.bf16_residual   # -1: every block
         self.config = model_config(self.model)
         self.drop_prob, self.model.y_embedder.dropout_prob = self.model.y_embedder.dropout_prob, 0.0  # drawn by step_randomness
         self.ema = make_ema(self.model)

@@ -23,6 +23,19 @@ def _ckpt(run_dir, step):
     return read_checkpoint(Path(run_dir) / 'checkpoints' / f'{step:07d}.pt')
 
 
+def _first_metrics(run_dir):
+    return json.loads((Path(run_dir) / 'metrics.jsonl').read_text().splitlines()[0])
+
+
+def _torchrun2(tmp_path, args):
+    """dit-train under torchrun with 2 gloo processes (TINY settings, results in tmp_path)."""
+    script = tmp_path / 'run.py'; script.write_text(RUN + "\n")
+    with socket.socket() as sk: sk.bind(('127.0.0.1', 0)); port = sk.getsockname()[1]  # a free port
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(port), str(script)] + TINY + [
+        '--results-dir', str(tmp_path)] + args
+    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+
+
 def _same(a, b):
     return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -97,11 +110,7 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
 
 def test_ddp_two_processes_equal_one(uninterrupted, tmp_path):
     """2 gloo processes with global batch 8 make the same update as the uninterrupted 1-process run."""
-    script = tmp_path / 'run.py'; script.write_text(RUN + "\n")
-    with socket.socket() as sk: sk.bind(('127.0.0.1', 0)); port = sk.getsockname()[1]  # a free port
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(port), str(script)] + TINY + [
-        '--results-dir', str(tmp_path), '--max-steps', '20', '--ckpt-every', '20']
-    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    r = _torchrun2(tmp_path, ['--max-steps', '20', '--ckpt-every', '20'])
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = _ckpt(uninterrupted, 20), _ckpt(next(tmp_path.glob('*-DiT-Nano-8')), 20)
     assert b['data']['world'] == 2
@@ -111,16 +120,11 @@ def test_ddp_two_processes_equal_one(uninterrupted, tmp_path):
 
 def test_ddp_with_compile_matches_eager_run(uninterrupted, tmp_path):
     """2 gloo processes on the compiled fast path (the multi-GPU configuration) train as the 1-process eager run."""
-    script = tmp_path / 'run.py'; script.write_text(RUN + "\n")
-    with socket.socket() as sk: sk.bind(('127.0.0.1', 0)); port = sk.getsockname()[1]
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(port), str(script)] + TINY + [
-        '--results-dir', str(tmp_path), '--max-steps', '5', '--ckpt-every', '5', '--compile']
-    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    r = _torchrun2(tmp_path, ['--max-steps', '5', '--ckpt-every', '5', '--compile'])
     assert r.returncode == 0, r.stderr[-3000:]
     run = next(tmp_path.glob('*-DiT-Nano-8'))
     assert _ckpt(run, 5)['args']['compile'] and _ckpt(run, 5)['data']['world'] == 2
-    first = lambda d: json.loads((Path(d) / 'metrics.jsonl').read_text().splitlines()[0])
-    fast, eager = first(run), first(uninterrupted)
+    fast, eager = _first_metrics(run), _first_metrics(uninterrupted)
     assert fast['step'] == eager['step'] == 5
     assert abs(fast['loss'] - eager['loss']) < 1e-4 * eager['loss'], (fast['loss'], eager['loss'])
 
@@ -132,8 +136,7 @@ def test_compiled_fast_path_matches_eager_run(uninterrupted, tmp_path):
     torch._dynamo.reset()
     t = train(TINY + ['--results-dir', str(tmp_path), '--max-steps', '5', '--ckpt-every', '5', '--compile', '--grad-checkpointing', '1'])
     assert t.args.compile and t.args.grad_checkpointing == 1 and t.model_raw.checkpointed_blocks() == 1
-    first = lambda d: json.loads((Path(d) / 'metrics.jsonl').read_text().splitlines()[0])
-    fast, eager = first(t.exp_dir), first(uninterrupted)
+    fast, eager = _first_metrics(t.exp_dir), _first_metrics(uninterrupted)
     assert fast['step'] == eager['step'] == 5
     assert abs(fast['loss'] - eager['loss']) < 1e-4 * eager['loss'], (fast['loss'], eager['loss'])
     old = read_checkpoint(t.exp_dir / 'checkpoints' / '0000005.pt')
