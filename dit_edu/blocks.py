@@ -18,7 +18,7 @@ def modulate(x, shift, scale):
 
 # %% ../nbs/04_blocks.ipynb #0d591ba8
 class DiTBlock(nn.Module):
-    """A transformer block conditioned by adaLN-Zero: c -> (shift, scale, gate) for attention and for the MLP."""
+    """A transformer block conditioned by adaLN-Zero: c -> (shift, scale, gate) for attention and the MLP."""
     cond = 'vector'   # what the block reads: the summed embedding c of shape (N, D)
     n_mod = 6         # shift, scale, gate for each of the two branches
     def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
@@ -27,17 +27,24 @@ class DiTBlock(nn.Module):
         self.attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, self.n_mod * hidden_size, bias=True))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, self.n_mod * hidden_size))
+
+    @staticmethod
+    def prepare(x, c, t, y):
+        """What the model feeds blocks of this design: the tokens x (N, T, D) and c = t + y (N, D)."""
+        return x, c
 
     def init_weights(self):
-        """Zero the modulation so every gate is 0 and the block starts as the identity."""
+        """Zero the whole modulation layer (all six outputs, as the reference): the block is the identity."""
         nn.init.zeros_(self.adaLN_modulation[-1].weight); nn.init.zeros_(self.adaLN_modulation[-1].bias)
 
     def forward(self, x, c):
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        mods = self.adaLN_modulation(c).chunk(6, dim=1)                     # six (N, D) vectors
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
         x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
         x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
+
 
 # %% ../nbs/04_blocks.ipynb #2ddb2151
 class AdaLNBlock(DiTBlock):
@@ -52,7 +59,7 @@ class AdaLNBlock(DiTBlock):
 
 # %% ../nbs/04_blocks.ipynb #5471512f
 class InContextBlock(nn.Module):
-    """A plain ViT block; conditioning arrives as extra tokens in the sequence (the model adds and removes them)."""
+    """A plain ViT block; t and y arrive as two extra tokens of the sequence."""
     cond = 'in-context'
     def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
         super().__init__()
@@ -61,11 +68,17 @@ class InContextBlock(nn.Module):
         self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6)
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
 
+    @staticmethod
+    def prepare(x, c, t, y):
+        """Append t and y to the image tokens: (N, T+2, D); the model drops them after the last block."""
+        return torch.cat([x, t[:, None], y[:, None]], dim=1), None
+
     def init_weights(self): pass
 
     def forward(self, x, c=None):
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
 
 # %% ../nbs/04_blocks.ipynb #83b5ee6f
 class CrossAttention(nn.Module):
@@ -85,13 +98,20 @@ class CrossAttentionBlock(InContextBlock):
         self.norm_cross = nn.LayerNorm(hidden_size, eps=1e-6)
         self.cross_attn = CrossAttention(hidden_size, num_heads)
 
+    @staticmethod
+    def prepare(x, c, t, y):
+        """The image tokens as they are; t and y as a length-two sequence (N, 2, D) every block reads."""
+        return x, torch.stack([t, y], dim=1)
+
     def forward(self, x, c):
         x = x + self.attn(self.norm1(x))
         x = x + self.cross_attn(self.norm_cross(x), c)
         return x + self.mlp(self.norm2(x))
 
+
 # %% ../nbs/04_blocks.ipynb #0ae04b67
-BLOCKS = {'adaLN-Zero': DiTBlock, 'adaLN': AdaLNBlock, 'in-context': InContextBlock, 'cross-attention': CrossAttentionBlock}
+BLOCKS = {'adaLN-Zero': DiTBlock, 'adaLN': AdaLNBlock, 'in-context': InContextBlock,
+          'cross-attention': CrossAttentionBlock}
 
 # %% ../nbs/04_blocks.ipynb #98aed174
 class FinalLayer(nn.Module):
