@@ -253,10 +253,7 @@ def sample_trajectory(model, y, cfg_scale=4.0, sampler='DDIM', steps=50, seed=0,
 def attention_maps(model, x, t, y):
     "Run `model(x, t, y)` once; return every block's attention probabilities (depth, N, heads, T, T)."
     maps = []
-    def hook(mod, inp, out):  # softmax(QK^T/sqrt(d)) from the block's input and its own qkv weights
-        N, T, D = inp[0].shape
-        q, k, _ = mod.qkv(inp[0]).reshape(N, T, 3, mod.num_heads, D // mod.num_heads).permute(2, 0, 3, 1, 4)  # (N, h, T, d) each
-        maps.append((q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1))  # (N, h, T, T)
+    def hook(mod, inp, out): maps.append(mod.attention_weights(inp[0]))  # the block's own softmax(QK^T/sqrt(d))
     hooks = [b.attn.register_forward_hook(hook) for b in model.blocks]
     try:
         with torch.no_grad(): model(x, t, y)
