@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The test command the README gives: the notebooks (nbdev_test), then the pytest suite.
+# The test command the README gives: the notebooks (nbdev_test), then the pytest suite, then the reference-number
+# tests again on other MKL code paths (float32 exp/sin/cos round differently per CPU: the tolerances must hold on all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # two notebooks run at once on two cores: one thread each (oversubscribed small ops run many times slower)
 OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing
 python3 -m pytest -q tests "$@"
+for mkl in MKL_ENABLE_INSTRUCTIONS=AVX2 MKL_ENABLE_INSTRUCTIONS=SSE4_2 MKL_CBWR=COMPATIBLE; do
+  echo "== reference numbers under $mkl"
+  env "$mkl" OMP_NUM_THREADS=1 python3 -m pytest -q tests/test_model_reference.py tests/test_diffusion_reference.py
+done
