@@ -487,16 +487,22 @@ def check_finite(self: Trainer, bad):
     if bad.item(): self.stop_diverged("the loss")
 
 @patch
-def weights_finite(self: Trainer):
-    "Whether every parameter of the model and of the EMA is finite (one host sync; all ranks hold the same weights)."
+def weights_good(self: Trainer, batch):
+    "Whether model and EMA are finite and so are their losses on `batch` (x, y, t, noise): 1e28 is finite, yet no weight."
     ts = [p.detach() for p in self.model_raw.parameters()] + list(self.ema.parameters())
-    return bool(torch.stack([torch.isfinite(t).all() for t in ts]).all())
+    ok = torch.stack([torch.isfinite(t).all() for t in ts]).all()
+    with torch.no_grad():                                        # given t and noise: no random numbers drawn, resume stays exact
+        for m in (self.model_raw, self.ema):
+            ok &= torch.isfinite(self.diffusion.training_losses(m, batch[0], batch[2], dict(y=batch[1]), noise=batch[3])["loss"]).all()
+    ok = ok.to(torch.int32)
+    if self.world > 1: dist.all_reduce(ok, op=dist.ReduceOp.MIN)   # every rank must stop together
+    return bool(ok.item())
 
 # %% ../nbs/12_train.ipynb #904177c7
 @patch
 def save(self: Trainer):
     "Write checkpoints/STEP.pt (rank 0) and redraw the loss curve; a diverged update is never saved."
-    if not self.weights_finite(): self.stop_diverged("the weights")   # the loss guard sees the loss before the update
+    if not self.weights_good(self.batch): self.stop_diverged("the weights (or the loss they give)")  # the loss guard sees the loss before the update
     if self.rank == 0:
         path = save_checkpoint(self.exp_dir/'checkpoints'/f'{self.step:07d}.pt', self.state())
         self.log(f"saved checkpoint {path}")
@@ -569,7 +575,8 @@ def fit(self: Trainer):
         self.sampler.set_position(epoch, batch * self.local_bs)
         for x, y in self.loader:
             for g in self.opt.param_groups: g['lr'] = self.lr_at(self.step)
-            loss = self.train_step(*self.next_batch(x, y))
+            self.batch = self.next_batch(x, y)                # kept: `save` checks the updated weights on it
+            loss = self.train_step(*self.batch)
             self.loss_sum += loss; self.loss_n += 1; bad |= ~torch.isfinite(loss)
             self.step += 1; n_log += 1
             if self.bar is not None: self.bar.update(1)
