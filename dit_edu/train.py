@@ -90,8 +90,8 @@ def save_checkpoint(path, state):
         with open(tmp, 'wb') as f:
             torch.save(state, f); f.flush(); os.fsync(f.fileno())
     except (OSError, RuntimeError) as e:              # torch words a failed write 'enforce fail at inline_container.cc'
+        free = shutil.disk_usage(path.parent).free               # before the partial file goes: what the write met
         tmp.unlink(missing_ok=True)
-        free = shutil.disk_usage(path.parent).free
         full = getattr(e, 'errno', None) == errno.ENOSPC or 'No space' in str(e) or free < 2**26
         why = f"the disk is full ({free / 2**20:.0f} MiB free)" if full else str(e).strip().splitlines()[0]
         raise OSError(errno.ENOSPC if full else errno.EIO, f"could not write checkpoint {path}: {why}") from None
