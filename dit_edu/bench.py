@@ -6,7 +6,7 @@
 __all__ = ['KERNEL_KINDS', 'matmul_tflops', 'sync', 'flops_per_image', 'build_model', 'reference_train_step', 'bench_data',
            'peak_gib', 'reset_memory', 'time_steps', 'kernel_kind', 'profile_steps', 'bench_train',
            'reference_sample_seconds', 'bench_sample', 'add_mfu', 'format_table', 'environment', 'parse_args',
-           'inductor_options', 'main']
+           'inductor_options', 'bench', 'main']
 
 # %% ../nbs/15_bench.ipynb #857f20a1
 import argparse, json, math, time, warnings
@@ -17,7 +17,7 @@ from torch import nn
 from .model import DiT_models, model_gflops
 from .diffusion import create_diffusion
 from .fast import make_train_step, make_optimizer, GuidedSampler, choose_attention
-from .train import make_ema
+from .train import make_ema, Parser, ranged, UserError, run_cli
 
 # %% ../nbs/15_bench.ipynb #a052476d
 def matmul_tflops(device, n=None, dtype=torch.bfloat16, iters=10):
@@ -255,35 +255,35 @@ def environment(device):
 # %% ../nbs/15_bench.ipynb #03bf91ab
 def parse_args(argv=None):
     "The dit-bench command line."
-    ap = argparse.ArgumentParser(prog="dit-bench", description="Time DiT training and guided sampling, reference vs fast.")
+    ap, count, whole = Parser(prog="dit-bench", description="Time DiT training and guided sampling, reference vs fast."), ranged(int, 1), ranged(int, 0)
     ap.add_argument("--model", default="DiT-XL/2", choices=list(DiT_models))
-    ap.add_argument("--image-size", type=int, default=256, help="image size; latents are image-size/8")
-    ap.add_argument("--num-classes", type=int, default=1000)
-    ap.add_argument("--batch-size", type=int, default=128, help="training batch; sampling makes batch-size/2 images (a batch-size forward)")
-    ap.add_argument("--steps", type=int, default=10, help="timed training steps")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed training steps first (compilation happens here)")
+    ap.add_argument("--image-size", type=ranged(int, 8), default=256, help="image size; latents are image-size/8")
+    ap.add_argument("--num-classes", type=count, default=1000)
+    ap.add_argument("--batch-size", type=count, default=128, help="training batch; sampling makes batch-size/2 images (a batch-size forward)")
+    ap.add_argument("--steps", type=count, default=10, help="timed training steps")
+    ap.add_argument("--warmup", type=whole, default=2, help="untimed training steps first (compilation happens here)")
     ap.add_argument("--modes", default="reference,fast", help="comma-separated: reference, fast")
     ap.add_argument("--tasks", default="train,sample", help="comma-separated: train, sample")
-    ap.add_argument("--sample-images", type=int, default=None, help="images per sampling run (default batch-size/2)")
-    ap.add_argument("--sample-steps", type=int, default=None, help="sampling steps (respacing of 1000); default 250, 25 on a CPU")
-    ap.add_argument("--ref-sample-steps", type=int, default=3, help="reference sampling steps actually timed (scaled to --sample-steps)")
-    ap.add_argument("--cfg-scale", type=float, default=4.0)
-    ap.add_argument("--compare", type=int, default=4, help="samples also drawn in fp32 to measure the bf16 difference")
-    ap.add_argument("--micro", type=int, default=1, help="reference mode: micro-batches per step (same update)")
+    ap.add_argument("--sample-images", type=count, default=None, help="images per sampling run (default batch-size/2)")
+    ap.add_argument("--sample-steps", type=ranged(int, 1, 1000), default=None, help="sampling steps (respacing of 1000); default 250, 25 on a CPU")
+    ap.add_argument("--ref-sample-steps", type=count, default=3, help="reference sampling steps actually timed (scaled to --sample-steps)")
+    ap.add_argument("--cfg-scale", type=ranged(float, 0), default=4.0)
+    ap.add_argument("--compare", type=whole, default=4, help="samples also drawn in fp32 to measure the bf16 difference")
+    ap.add_argument("--micro", type=count, default=1, help="reference mode: micro-batches per step (same update)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="auto: on for CUDA, off on a CPU")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode for the fast path, e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--sample-compile-mode", default=None, help="torch.compile mode for the sampler, e.g. reduce-overhead")
     ap.add_argument("--attention", default="auto", help="SDPA backend for the fast path: auto, default, flash, cudnn, efficient")
-    ap.add_argument("--checkpointing", type=int, nargs="?", const=-1, default=None, metavar="K",
+    ap.add_argument("--checkpointing", type=ranged(int, -1), nargs="?", const=-1, default=None, metavar="K",
                     help="fast mode: activation checkpointing of every block, or of the first K")
     ap.add_argument("--bf16-residual", action="store_true", help="fast training: keep the residual stream in bf16 (fp32_residual=False)")
     ap.add_argument("--inductor", default=None, metavar="K=V,...",
                     help="Inductor options for the fast training step, e.g. coordinate_descent_tuning=1")
     ap.add_argument("--sample-bf16-weights", action="store_true", help="fast sampling from a bf16 copy of the weights")
-    ap.add_argument("--memory-budget", type=float, default=None, help="torch.compile activation memory budget in (0, 1] (fast mode)")
+    ap.add_argument("--memory-budget", type=ranged(float, 0, 1, lo_open=True), default=None, help="torch.compile activation memory budget in (0, 1] (fast mode)")
     ap.add_argument("--profile", default=None, help="fast training: profile 2 more steps, write the top kernels to this file")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=whole, default=0)
     ap.add_argument("--json", default="bench.json", help="where to write the results")
     return ap.parse_args(argv)
 
@@ -292,7 +292,7 @@ def inductor_options(text):
     if not text: return None
     out = {}
     for item in text.split(","):
-        if "=" not in item: raise ValueError(f"dit-bench: --inductor wants KEY=VALUE pairs, got {item!r}")
+        if "=" not in item: raise UserError(f"--inductor wants KEY=VALUE pairs, got {item!r}")
         k, v = (s.strip() for s in item.split("=", 1))
         low = v.lower()
         if low in ("1", "true", "0", "false"): out[k] = low in ("1", "true")
@@ -304,14 +304,15 @@ def inductor_options(text):
     return out
 
 # %% ../nbs/15_bench.ipynb #e085e3a6
-def main(argv=None):
-    "dit-bench: train-step and sampling throughput, reference and fast modes; prints a table, writes JSON."
+def bench(argv=None):
+    "dit-bench: train-step and sampling throughput, reference and fast modes; prints a table, writes JSON, returns the report."
     a = parse_args(argv)
     inductor_options(a.inductor)                                                   # a malformed --inductor fails before any work
     modes, tasks = a.modes.split(","), a.tasks.split(",")
     bad = [m for m in modes if m not in ("reference", "fast")] + [t for t in tasks if t not in ("train", "sample")]
-    if bad: raise ValueError(f"dit-bench: unknown mode or task {bad}: modes are reference, fast; tasks are train, sample")
-    if a.image_size % 8: raise ValueError(f"dit-bench: --image-size must be a multiple of 8, got {a.image_size}")
+    if bad: raise UserError(f"--modes/--tasks: unknown {bad}: modes are reference, fast; tasks are train, sample")
+    if a.image_size % 8: raise UserError(f"--image-size must be a multiple of 8, got {a.image_size}")
+    if a.batch_size % a.micro: raise UserError(f"--micro {a.micro}: must divide --batch-size {a.batch_size}")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True   # as the reference's train.py
     lat, compile = a.image_size // 8, dict(auto=None, on=True, off=False)[a.compile]
     a.sample_steps = a.sample_steps or (250 if torch.device(a.device).type == "cuda" else 25)
@@ -334,3 +335,7 @@ def main(argv=None):
     print(f"{report['device']}, torch {report['torch']}, {report['date']}; bf16 matmul {report['matmul_bf16_tflops']:.3g} TFLOP/s")
     print(format_table(report["results"]))
     return report
+
+def main(argv=None):
+    "Console script `dit-bench`: exit 0 on success (the report goes to --json), 2 and one line on a bad flag."
+    run_cli(bench, argv, 'dit-bench')

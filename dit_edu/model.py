@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['DiT_configs', 'DiT_models', 'PAPER_MODELS', 'check_config', 'DiT', 'DiTConfig', 'count_params', 'model_gflops',
-           'model_table', 'print_table', 'read_state_dict', 'infer_config', 'load_checkpoint', 'main']
+           'model_table', 'print_table', 'load_tensors', 'read_state_dict', 'infer_config', 'load_checkpoint', 'main']
 
 # %% ../nbs/05_model.ipynb #b8b54ec1
 import argparse, json
@@ -204,6 +204,29 @@ def _strip_prefixes(sd):
         out[k.replace('._orig_mod.', '.')] = v
     return out
 
+def _first_line(e):
+    """The first line of an exception's message (torch's are pages long)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+def load_tensors(path):
+    """torch.load `path` with weights_only=True: tensors and plain containers only, so loading runs no code."""
+    import pickle, re
+    import numpy as np
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.stat().st_size == 0: raise ValueError(f"could not read checkpoint {path}: the file is empty (0 bytes)")
+    try: return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(e))
+        if not found or not found.group(1).startswith('numpy.'):
+            raise ValueError(f"could not read checkpoint {path}: it holds a Python object ({found.group(1) if found else 'unknown'}), "
+                             "not only tensors; refused, since loading it could run code") from None
+    except Exception as e: raise ValueError(f"could not read checkpoint {path}: {_first_line(e)}") from None
+    # older dit-train checkpoints pickled numpy's RNG state: allow exactly the globals a plain numpy array needs
+    with torch.serialization.safe_globals([np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]):
+        try: return torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as e: raise ValueError(f"could not read checkpoint {path}: {_first_line(e)}") from None
+
 def read_state_dict(path):
     """The model weights stored at `path` (state dict, training checkpoint or .safetensors) and any config found there."""
     path = Path(path)
@@ -211,15 +234,17 @@ def read_state_dict(path):
     config = None
     if path.suffix == '.safetensors':
         from safetensors import safe_open
-        with safe_open(str(path), framework='pt') as f:
-            sd = {k: f.get_tensor(k) for k in f.keys()}
-            config = json.loads((f.metadata() or {}).get('config', 'null'))
+        try:
+            with safe_open(str(path), framework='pt') as f:
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+                config = json.loads((f.metadata() or {}).get('config', 'null'))
+        except Exception as e: raise ValueError(f"could not read {path}: not a valid .safetensors file ({_first_line(e)})") from None
     else:
-        try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as e: raise ValueError(f"could not read checkpoint {path}: {e}") from e
+        ckpt = load_tensors(path)
         if not isinstance(ckpt, dict): raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a state dict")
         sd = ckpt.get('ema') or ckpt.get('model') or ckpt
         args = ckpt.get('args')
+        args = json.loads(args) if isinstance(args, str) else args         # dit-train stores its arguments as JSON
         config = ckpt.get('config') or (args.get('model_config') if isinstance(args, dict) else None)
     return _strip_prefixes(sd), config
 

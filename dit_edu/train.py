@@ -4,13 +4,14 @@
 
 # %% auto #0
 __all__ = ['CKPT_KEYS', 'TINY_DEFAULTS', 'PAPER_DEFAULTS', 'RESUME_OVERRIDES', 'step_randomness', 'drop_labels', 'flip_batch',
-           'make_ema', 'update_ema', 'make_train_step', 'save_checkpoint', 'read_checkpoint', 'ResumableSampler',
+           'make_ema', 'update_ema', 'make_train_step', 'save_checkpoint', 'remove_partial_checkpoints',
+           'read_checkpoint', 'ResumableSampler', 'UserError', 'Parser', 'ranged', 'user_errors', 'run_cli',
            'get_parser', 'resolve_args', 'setup_distributed', 'build_model', 'model_config', 'experiment_dir',
            'latest_checkpoint', 'fast_sampler', 'generate', 'save_grid', 'grid_labels', 'plot_losses', 'Trainer',
-           'tqdm_write', 'train', 'main']
+           'tqdm_write', 'given_flags', 'resumed_args', 'train', 'main']
 
 # %% ../nbs/12_train.ipynb #a92c176f
-import argparse, copy, functools, json, math, os, random, sys, time, zipfile
+import argparse, contextlib, copy, errno, functools, json, math, os, random, shutil, sys, time, zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch.distributed as dist
 from fastcore.basics import patch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .model import DiT, DiT_models
+from .model import DiT, DiT_models, load_tensors
 from .diffusion import create_diffusion
 from .sampling import Sampler, ClassifierFreeGuidance
 from .data import make_dataset, detect_dataset, load_vae, encode_latents, decode_latents
@@ -82,30 +83,43 @@ def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision
 
 # %% ../nbs/12_train.ipynb #199f40db
 def save_checkpoint(path, state):
-    "torch.save `state` to `path` atomically (temporary file, fsync, rename)."
+    "torch.save `state` to `path` atomically (temporary file, fsync, rename); a failed write is a one-line OSError."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    with open(tmp, 'wb') as f:
-        torch.save(state, f); f.flush(); os.fsync(f.fileno())
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(state, f); f.flush(); os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:              # torch words a failed write 'enforce fail at inline_container.cc'
+        free = shutil.disk_usage(path.parent).free               # before the partial file goes: what the write met
+        tmp.unlink(missing_ok=True)
+        full = getattr(e, 'errno', None) == errno.ENOSPC or 'No space' in str(e) or free < 2**26
+        why = f"the disk is full ({free / 2**20:.0f} MiB free)" if full else str(e).strip().splitlines()[0]
+        raise OSError(errno.ENOSPC if full else errno.EIO, f"could not write checkpoint {path}: {why}") from None
     os.replace(tmp, path)
     return path
+
+def remove_partial_checkpoints(folder):
+    "Delete the temporary files of checkpoints whose writing was cut off (a crash or a full disk); returns their names."
+    parts = sorted(Path(folder).glob('.*.pt.tmp*'))
+    for p in parts: p.unlink(missing_ok=True)
+    return [p.name for p in parts]
 
 # %% ../nbs/12_train.ipynb #99d8d739
 CKPT_KEYS = ('model', 'ema', 'opt', 'step', 'args', 'config', 'data', 'rng')
 
 def read_checkpoint(path):
-    "Load and verify a training checkpoint written by `save_checkpoint`; ValueError naming the problem if it is bad."
+    "Load and verify a training checkpoint written by `save_checkpoint` (weights_only: it runs no code); ValueError naming the problem."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         with zipfile.ZipFile(path) as z: bad = z.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ValueError(f"checkpoint {path} is truncated or not a PyTorch checkpoint ({e}); use an earlier one") from None
+        raise ValueError(f"checkpoint {path} is truncated or not a PyTorch checkpoint ({e or 'empty file'}); use an earlier one") from None
     if bad is not None: raise ValueError(f"checkpoint {path} is corrupt (CRC mismatch in {bad}); use an earlier one")
-    try: ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e: raise ValueError(f"checkpoint {path} could not be loaded: {e}") from None
+    ckpt = load_tensors(path)
     missing = [k for k in CKPT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing: raise ValueError(f"{path} is not a dit-train checkpoint (missing {missing}); for weights only use dit_edu.model.load_checkpoint")
+    if isinstance(ckpt['args'], str): ckpt['args'] = json.loads(ckpt['args'])   # stored as JSON text (older runs: a dict)
     return ckpt
 
 # %% ../nbs/12_train.ipynb #90b9da7e
@@ -123,55 +137,103 @@ TINY_DEFAULTS = dict(model='DiT-Nano/4', image_size=28, num_classes=10, epochs=1
 PAPER_DEFAULTS = dict(model='DiT-XL/2', image_size=256, num_classes=1000, epochs=1400, global_batch_size=256, lr=1e-4,
                       warmup_steps=0, ema_decay=0.9999, max_steps=None, num_workers=4, log_every=100, ckpt_every=50_000,
                       sample_every=10_000, vae='ema')
+# what a resumed run may change: how long it trains, how often it logs, saves and samples, how it runs (not what it computes)
+RESUME_OVERRIDES = ('data_path', 'max_steps', 'epochs', 'log_every', 'ckpt_every', 'sample_every', 'num_workers',
+                    'no_progress', 'device', 'compile', 'attention', 'grad_checkpointing', 'cfg_scale')
+
+# %% ../nbs/12_train.ipynb #c11a0001
+class UserError(ValueError):
+    "A mistake in a command's flags or files: the console scripts print it as one line and exit with status 2."
+
+class Parser(argparse.ArgumentParser):
+    "An ArgumentParser whose errors are UserErrors (one line, no usage block)."
+    def error(self, message): raise UserError(message)
+
+def ranged(kind=int, lo=None, hi=None, lo_open=False, hi_open=False):
+    "An argparse type: a finite `kind` within [lo, hi] (either end open or absent); its error names the range."
+    if lo is not None and hi is not None: want = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    elif lo is not None: want = f"{'>' if lo_open else '>='} {lo}"
+    else: want = '' if hi is None else f"{'<' if hi_open else '<='} {hi}"
+    what = f"{'an integer' if kind is int else 'a finite number'} {want}".strip()
+    def parse(text):
+        try: v = kind(text)
+        except ValueError: v = None
+        ok = v is not None and math.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo)) \
+            and (hi is None or (v < hi if hi_open else v <= hi))
+        if not ok: raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return v
+    parse.__name__ = what                      # argparse names the type in some messages
+    return parse
+
+@contextlib.contextmanager
+def user_errors(flag):
+    "Turn a ValueError or OSError inside into a UserError that names `flag` (bad files given on the command line)."
+    try: yield
+    except UserError: raise
+    except (ValueError, OSError) as e: raise UserError(f"{flag}: {e}") from None
+
+def run_cli(fn, argv, prog):
+    "A console script's body: fn(argv), exit 0; a UserError -> one line on stderr, exit 2; a stopped run -> one line, exit 1."
+    try: fn(argv)
+    except UserError as e: sys.exit(print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr) or 2)
+    except FloatingPointError as e: sys.exit(print(' '.join(str(e).split()), file=sys.stderr) or 1)
+    except OSError as e:
+        if e.errno != errno.ENOSPC: raise
+        sys.exit(print(f"{prog}: {e.strerror}", file=sys.stderr) or 1)
 
 # %% ../nbs/12_train.ipynb #37741c85
 def get_parser():
-    "dit-train's argument parser (the reference's train.py flags, plus ours)."
-    p = argparse.ArgumentParser(prog='dit-train', description="Train a DiT. No arguments: a tiny DiT on Fashion-MNIST on this machine.")
-    a = p.add_argument
+    "dit-train's argument parser (the reference's train.py flags, plus ours); every number states its range."
+    p = Parser(prog='dit-train', description="Train a DiT. No arguments: a tiny DiT on Fashion-MNIST on this machine.")
+    a, count, whole = p.add_argument, ranged(int, 1), ranged(int, 0)
     a('--data-path', default=None, help="Fashion-MNIST files, an ImageFolder (ImageNet layout) or dit-extract latents")
     a('--dataset', default=None, choices=['fashion-mnist', 'imagefolder', 'latents'], help="default: guessed from --data-path")
     a('--results-dir', default='results')
     a('--model', default=None, choices=list(DiT_models))
-    a('--image-size', type=int, default=None)
-    a('--num-classes', type=int, default=None)
-    a('--epochs', type=int, default=None)
-    a('--max-steps', type=int, default=None, help="stop after this many optimizer steps (whichever comes first with --epochs)")
-    a('--global-batch-size', type=int, default=None)
-    a('--global-seed', type=int, default=0)
+    a('--image-size', type=count, default=None)
+    a('--num-classes', type=count, default=None)
+    a('--epochs', type=count, default=None)
+    a('--max-steps', type=count, default=None, help="stop after this many optimizer steps (whichever comes first with --epochs)")
+    a('--global-batch-size', type=count, default=None)
+    a('--global-seed', type=whole, default=0)
     a('--vae', default=None, help="'ema', 'mse' or a local AutoencoderKL folder (ImageFolder data only)")
-    a('--num-workers', type=int, default=None)
-    a('--log-every', type=int, default=None)
-    a('--ckpt-every', type=int, default=None)
-    a('--sample-every', type=int, default=None, help="save an EMA sample grid every N steps (0: never)")
-    a('--lr', type=float, default=None)
-    a('--warmup-steps', type=int, default=None, help="linear learning-rate warm-up")
-    a('--ema-decay', type=float, default=None)
-    a('--class-dropout-prob', type=float, default=0.1)
+    a('--num-workers', type=whole, default=None)
+    a('--log-every', type=count, default=None)
+    a('--ckpt-every', type=count, default=None)
+    a('--sample-every', type=whole, default=None, help="save an EMA sample grid every N steps (0: never)")
+    a('--lr', type=ranged(float, 0, lo_open=True), default=None)
+    a('--warmup-steps', type=whole, default=None, help="linear learning-rate warm-up")
+    a('--ema-decay', type=ranged(float, 0, 1), default=None)
+    a('--class-dropout-prob', type=ranged(float, 0, 1, hi_open=True), default=0.1)
     a('--precision', default='auto', choices=['auto', 'fp32', 'bf16'], help="auto: bf16 autocast on CUDA, fp32 on CPU")
     a('--compile', action=argparse.BooleanOptionalAction, default=None,
       help="the fast path (12a_fast): sync-free loss compiled with the model; default on for CUDA, off on a CPU")
     a('--attention', default='auto', choices=['auto', 'default', 'flash', 'cudnn', 'efficient', 'math'],
       help="SDPA kernel of the fast path; auto: the fastest for this shape on CUDA (timed at start), PyTorch's choice elsewhere")
-    a('--grad-checkpointing', type=int, nargs='?', const=-1, default=None, metavar='K',
-      help="recompute activations in backward to save memory: every block, or only the first K")
+    a('--grad-checkpointing', type=ranged(int, -1), nargs='?', const=-1, default=None, metavar='K',
+      help="recompute activations in backward to save memory: every block (-1), or only the first K")
     a('--bf16-residual', action='store_true', default=None, help="keep the residual stream in bf16 under autocast (see 05_model)")
-    a('--resume', default=None, help="a checkpoint file, or a run folder (its latest checkpoint)")
+    a('--resume', default=None, help="a checkpoint file, or a run folder (its latest checkpoint); the run keeps its checkpoint's "
+      "flags except " + ', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDES) + ", which may be given again")
     a('--device', default=None, help="default: cuda if available, else cpu")
-    a('--cfg-scale', type=float, default=4.0, help="guidance scale of the sample grids")
+    a('--cfg-scale', type=ranged(float, 0), default=4.0, help="guidance scale of the sample grids")
     a('--no-progress', action='store_true', help="no tqdm bar")
     return p
 
 # %% ../nbs/12_train.ipynb #713b43cf
 def resolve_args(args):
-    "Fill the data-dependent defaults (tiny Fashion-MNIST run or the paper's ImageNet setup)."
-    args.dataset = args.dataset or detect_dataset(args.data_path)
+    "Fill the data-dependent defaults (tiny Fashion-MNIST run or the paper's ImageNet setup); UserError for flags that do not fit."
+    with user_errors('--data-path'): args.dataset = args.dataset or detect_dataset(args.data_path)
     defaults = TINY_DEFAULTS if args.dataset == 'fashion-mnist' else PAPER_DEFAULTS
     for k, v in defaults.items():
         if getattr(args, k) is None: setattr(args, k, v)
     g = args.grad_checkpointing                                  # -1 or True (older runs): every block
     args.grad_checkpointing = -1 if g is True or g == -1 else int(g or 0)
     args.bf16_residual = bool(args.bf16_residual)
+    p, pixels = int(args.model.split('/')[-1]), args.dataset == 'fashion-mnist'
+    if args.dataset != 'latents' and args.image_size % (p if pixels else 8 * p):
+        raise UserError(f"--image-size {args.image_size}: must be a multiple of {p if pixels else 8 * p} for {args.model} "
+                        f"(patch size {p}{'' if pixels else ' on latents 8 times smaller'})")
     return args
 
 # %% ../nbs/12_train.ipynb #97aaf095
@@ -203,19 +265,21 @@ def model_config(model):
 
 # %% ../nbs/12_train.ipynb #457f2a32
 def experiment_dir(args):
-    "A new results/NNN-Model folder, as the reference names them."
+    "Create a new results/NNN-Model folder (the reference's names) and return it; a name another run took first moves on."
     root = Path(args.results_dir); root.mkdir(parents=True, exist_ok=True)
     index = len([p for p in root.iterdir() if p.is_dir()])
-    d = root/f"{index:03d}-{args.model.replace('/', '-')}"
-    while d.exists(): index += 1; d = root/f"{index:03d}-{args.model.replace('/', '-')}"
-    return d
+    while True:
+        d = root/f"{index:03d}-{args.model.replace('/', '-')}"
+        try: d.mkdir(); return d                                 # atomic: exactly one run gets this name
+        except FileExistsError: index += 1
 
 def latest_checkpoint(path):
     "`path` if it is a file, else the newest checkpoint in `path`/checkpoints."
     path = Path(path)
     if path.is_file(): return path
+    if not path.is_dir(): raise FileNotFoundError(f"{path} is neither a checkpoint file nor a run folder")
     ckpts = sorted((path/'checkpoints').glob('[0-9]*.pt'))
-    if not ckpts: raise FileNotFoundError(f"--resume {path}: no checkpoints in {path/'checkpoints'}")
+    if not ckpts: raise FileNotFoundError(f"no checkpoints in {path/'checkpoints'}")
     return ckpts[-1]
 
 # %% ../nbs/12_train.ipynb #cc5063e1
@@ -276,11 +340,14 @@ class Trainer:
     def __init__(self, args):
         self.rank, self.world, self.device = setup_distributed(args.device)
         if args.global_batch_size % self.world:
-            raise ValueError(f"--global-batch-size {args.global_batch_size} must be divisible by the number of processes {self.world}")
+            raise UserError(f"--global-batch-size {args.global_batch_size} must be divisible by the number of processes {self.world}")
         self.args, self.local_bs = args, args.global_batch_size // self.world
         if args.precision == 'auto': args.precision = 'bf16' if self.device.type == 'cuda' else 'fp32'
-        self.dataset = make_dataset(args.dataset, args.data_path, args.image_size)
-        self.vae = load_vae(args.vae, self.device) if args.dataset == 'imagefolder' else None
+        with user_errors('--data-path'): self.dataset = make_dataset(args.dataset, args.data_path, args.image_size)
+        labels = getattr(self.dataset, 'classes', None) or getattr(self.dataset, 'labels', [])
+        n_labels = len(labels) if isinstance(labels, list) else int(max(labels)) + 1 if len(labels) else 0
+        if n_labels > args.num_classes: raise UserError(f"--num-classes {args.num_classes}: the data has {n_labels} classes; must be >= {n_labels}")
+        with user_errors('--vae'): self.vae = load_vae(args.vae, self.device) if args.dataset == 'imagefolder' else None
         C, S = (1, args.image_size) if args.dataset == 'fashion-mnist' else (4, args.image_size // 8)
         if args.dataset == 'latents': C, S = self.dataset.meta['shape'][0], self.dataset.meta['shape'][-1]
         self.model = build_model(args, C, S).to(self.device)
@@ -294,17 +361,27 @@ class Trainer:
         self.diffusion = create_diffusion("")  # 1000 steps, learned sigma: the reference's training process
         self.sampler = ResumableSampler(self.dataset, num_replicas=self.world, rank=self.rank, shuffle=True, seed=args.global_seed)
         self.steps_per_epoch = self.sampler.num_samples // self.local_bs
-        if self.steps_per_epoch == 0: raise ValueError(f"the dataset ({len(self.dataset)} items) is smaller than one batch per process ({self.local_bs})")
+        if self.steps_per_epoch == 0:
+            raise UserError(f"--global-batch-size {args.global_batch_size}: the dataset ({len(self.dataset)} items) is smaller than one batch per process ({self.local_bs})")
         self.total_steps = args.epochs * self.steps_per_epoch if args.max_steps is None else min(args.max_steps, args.epochs * self.steps_per_epoch)
         self.step, self.loss_sum, self.loss_n = 0, 0.0, 0
 
 # %% ../nbs/12_train.ipynb #c51e10e2
 def _rng_state():
-    return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
-                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    "The random states as tensors and numbers (a checkpoint must load with weights_only=True: no pickled objects)."
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, mt, py_gauss = random.getstate()
+    return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=pos, has_gauss=has_gauss, gauss=gauss),
+                python=dict(version=version, state=torch.tensor(mt, dtype=torch.int64), gauss=py_gauss))
 
 def _set_rng_state(s):
-    torch.set_rng_state(s['torch']); np.random.set_state(s['numpy']); random.setstate(s['python'])
+    "Restore `_rng_state()` (or the pickled numpy and Python states of older checkpoints)."
+    torch.set_rng_state(s['torch'])
+    n, py = s['numpy'], s['python']
+    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss'])
+                        if isinstance(n, dict) else n)
+    random.setstate((py['version'], tuple(py['state'].tolist()), py['gauss']) if isinstance(py, dict) else py)
     if s.get('cuda') is not None and torch.cuda.is_available() and len(s['cuda']) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(s['cuda'])
 
@@ -313,7 +390,7 @@ def state(self: Trainer):
     "Everything a resumed run needs (rank 0's view; all ranks hold the same weights)."
     epoch, batch = divmod(self.step, self.steps_per_epoch)
     return dict(model=self.model_raw.state_dict(), ema=self.ema.state_dict(), opt=self.opt.state_dict(), step=self.step,
-                args=vars(self.args), config=self.config, rng=_rng_state(),
+                args=json.dumps(vars(self.args)), config=self.config, rng=_rng_state(),
                 data=dict(epoch=epoch, batch=batch, steps_per_epoch=self.steps_per_epoch, dataset_len=len(self.dataset),
                           world=self.world, global_batch_size=self.args.global_batch_size))
 
@@ -323,12 +400,12 @@ def load_state(self: Trainer, ckpt):
     "Restore a verified checkpoint (see `read_checkpoint`); checks that the data position still makes sense."
     d = ckpt['data']
     if (d['dataset_len'], d['global_batch_size']) != (len(self.dataset), self.args.global_batch_size):
-        raise ValueError(f"cannot resume: the checkpoint was made with {d['dataset_len']} images and global batch {d['global_batch_size']}, "
+        raise UserError(f"cannot resume: the checkpoint was made with {d['dataset_len']} images and global batch {d['global_batch_size']}, "
                          f"this run has {len(self.dataset)} and {self.args.global_batch_size}")
     for part in ('model', 'ema'):
         own = getattr(self, 'model_raw' if part == 'model' else 'ema').state_dict()
         bad = [k for k in own if k not in ckpt[part] or ckpt[part][k].shape != own[k].shape]
-        if bad or len(ckpt[part]) != len(own): raise ValueError(f"cannot resume: checkpoint {part} weights do not fit {self.args.model} (first: {bad[:3]})")
+        if bad or len(ckpt[part]) != len(own): raise UserError(f"cannot resume: checkpoint {part} weights do not fit {self.args.model} (first: {bad[:3]})")
     self.model_raw.load_state_dict(ckpt['model']); self.ema.load_state_dict(ckpt['ema'])
     self.opt.load_state_dict(ckpt['opt'])
     self.step = ckpt['step']
@@ -343,6 +420,7 @@ def setup(self: Trainer, ckpt=None, ckpt_path=None):
     if ckpt is not None:
         self.load_state(ckpt)
         self.exp_dir, self.ckpt_path = Path(ckpt_path).parent.parent, ckpt_path
+        if self.rank == 0: self.tidy_resumed_run()
     else: self.exp_dir, self.ckpt_path = experiment_dir(self.args) if self.rank == 0 else None, None
     if self.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -356,6 +434,19 @@ def setup(self: Trainer, ckpt=None, ckpt_path=None):
         (self.exp_dir/'checkpoints').mkdir(parents=True, exist_ok=True)
         (self.exp_dir/'args.json').write_text(json.dumps(vars(self.args), indent=1))
     return self
+
+# %% ../nbs/12_train.ipynb #c11a0004
+@patch
+def tidy_resumed_run(self: Trainer):
+    "Before a resumed run goes on: delete cut-off checkpoint files, drop metrics rows past the checkpoint (they come again)."
+    gone = remove_partial_checkpoints(self.exp_dir/'checkpoints')
+    if gone: print(f"dit-train: removed {len(gone)} partial checkpoint file(s) of an interrupted save: {', '.join(gone)}")
+    metrics = self.exp_dir/'metrics.jsonl'
+    if not metrics.exists(): return
+    def kept(line):
+        try: return json.loads(line)['step'] <= self.step
+        except (ValueError, KeyError): return False              # a row cut off by the crash
+    metrics.write_text(''.join(l + '\n' for l in metrics.read_text().splitlines() if kept(l)))
 
 # %% ../nbs/12_train.ipynb #053aeadd
 @patch
@@ -381,20 +472,37 @@ def tqdm_write(msg):
 
 # %% ../nbs/12_train.ipynb #c6d7d7ac
 @patch
+def stop_diverged(self: Trainer, what):
+    "Stop the run: `what` went NaN or inf; name the newest checkpoint (every saved one was checked finite)."
+    ckpts = sorted((self.exp_dir/'checkpoints').glob('[0-9]*.pt')) if self.exp_dir else []
+    msg = (f"dit-train: {what} became NaN or inf by step {self.step}; stopping without saving it. "
+           f"The last good checkpoint is {ckpts[-1] if ckpts else '(none yet)'}. Try a lower --lr, or --precision fp32.")
+    self.log(msg)
+    raise FloatingPointError(msg)
+
+@patch
 def check_finite(self: Trainer, bad):
     "Stop the run with a clear message if any loss since the last check was NaN or inf."
     if self.world > 1: dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-    if bad.item():
-        last = latest_checkpoint(self.exp_dir) if any((self.exp_dir/'checkpoints').glob('[0-9]*.pt')) else None
-        msg = (f"dit-train: the loss became NaN or inf before step {self.step}; stopping. "
-               f"The last good checkpoint is {last or '(none yet)'}; it is kept. Try a lower --lr, or --precision fp32.")
-        self.log(msg)
-        raise FloatingPointError(msg)
+    if bad.item(): self.stop_diverged("the loss")
+
+@patch
+def weights_good(self: Trainer, batch):
+    "Whether model and EMA are finite and so are their losses on `batch` (x, y, t, noise): 1e28 is finite, yet no weight."
+    ts = [p.detach() for p in self.model_raw.parameters()] + list(self.ema.parameters())
+    ok = torch.stack([torch.isfinite(t).all() for t in ts]).all()
+    with torch.no_grad():                                        # given t and noise: no random numbers drawn, resume stays exact
+        for m in (self.model_raw, self.ema):
+            ok &= torch.isfinite(self.diffusion.training_losses(m, batch[0], batch[2], dict(y=batch[1]), noise=batch[3])["loss"]).all()
+    ok = ok.to(torch.int32)
+    if self.world > 1: dist.all_reduce(ok, op=dist.ReduceOp.MIN)   # every rank must stop together
+    return bool(ok.item())
 
 # %% ../nbs/12_train.ipynb #904177c7
 @patch
 def save(self: Trainer):
-    "Write checkpoints/STEP.pt (rank 0) and redraw the loss curve."
+    "Write checkpoints/STEP.pt (rank 0) and redraw the loss curve; a diverged update is never saved."
+    if not self.weights_good(self.batch): self.stop_diverged("the weights (or the loss they give)")  # the loss guard sees the loss before the update
     if self.rank == 0:
         path = save_checkpoint(self.exp_dir/'checkpoints'/f'{self.step:07d}.pt', self.state())
         self.log(f"saved checkpoint {path}")
@@ -467,7 +575,8 @@ def fit(self: Trainer):
         self.sampler.set_position(epoch, batch * self.local_bs)
         for x, y in self.loader:
             for g in self.opt.param_groups: g['lr'] = self.lr_at(self.step)
-            loss = self.train_step(*self.next_batch(x, y))
+            self.batch = self.next_batch(x, y)                # kept: `save` checks the updated weights on it
+            loss = self.train_step(*self.batch)
             self.loss_sum += loss; self.loss_n += 1; bad |= ~torch.isfinite(loss)
             self.step += 1; n_log += 1
             if self.bar is not None: self.bar.update(1)
@@ -494,26 +603,39 @@ def export(self: Trainer):
     self.log(f"wrote EMA weights to {self.exp_dir/'ema.safetensors'}")
 
 # %% ../nbs/12_train.ipynb #b427915e
-RESUME_OVERRIDES = ('data_path', 'max_steps', 'epochs', 'log_every', 'ckpt_every', 'sample_every', 'num_workers',
-                    'no_progress', 'device', 'compile', 'attention', 'grad_checkpointing', 'cfg_scale')
+def given_flags(argv):
+    "{dest: value} of the flags written out in `argv` (defaults left out)."
+    p = get_parser()
+    for act in p._actions: act.default = argparse.SUPPRESS
+    return vars(p.parse_args(argv))
+
+def resumed_args(argv, ckpt_args, ckpt_path):
+    "The checkpoint's arguments with the RESUME_OVERRIDES given in `argv`; UserError if another flag contradicts the run."
+    given = given_flags(argv)
+    saved = argparse.Namespace(**(vars(get_parser().parse_args([])) | ckpt_args))   # flags newer than the run: defaults
+    clash = [k for k, v in given.items() if k not in RESUME_OVERRIDES + ('resume',) and v != getattr(saved, k)]
+    if clash:
+        raise UserError("--resume continues a run with its own flags; " + ', '.join(f"--{k.replace('_', '-')} {given[k]} differs from "
+                        f"the run's {getattr(saved, k)}" for k in clash) + ": drop it, or start a new run without --resume")
+    for k in RESUME_OVERRIDES:
+        if k in given: setattr(saved, k, given[k])
+    saved.resume = str(ckpt_path)
+    return saved
 
 def train(argv=None):
     "Run dit-train with the command-line arguments `argv`; returns the finished `Trainer`."
-    args = get_parser().parse_args(argv)
-    ckpt = ckpt_path = None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, ckpt = get_parser().parse_args(argv), None
     if args.resume:
-        ckpt_path = latest_checkpoint(args.resume)
-        ckpt = read_checkpoint(ckpt_path)
-        saved = argparse.Namespace(**(vars(get_parser().parse_args([])) | ckpt['args']))   # flags newer than the run: defaults
-        for k in RESUME_OVERRIDES:
-            if getattr(args, k) is not None: setattr(saved, k, getattr(args, k))
-        saved.resume, args = str(ckpt_path), saved
-    trainer = Trainer(resolve_args(args)).setup(ckpt, ckpt_path)
+        with user_errors('--resume'):
+            ckpt_path = latest_checkpoint(args.resume); ckpt = read_checkpoint(ckpt_path)
+        args = resumed_args(argv, ckpt['args'], ckpt_path)
+    trainer = Trainer(resolve_args(args)).setup(ckpt, args.resume)
     try: trainer.fit()
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
     return trainer
 
 def main(argv=None):
-    "Console script `dit-train` (exit status 0 on success)."
-    train(argv)
+    "Console script `dit-train`: exit status 0 on success, 2 and one line on a bad flag or file."
+    run_cli(train, argv, 'dit-train')

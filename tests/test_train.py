@@ -1,11 +1,11 @@
-"""dit-train end to end: resume after SIGKILL, DDP equivalence, bad checkpoints and paths, NaN stop, latents."""
-import json, os, signal, socket, struct, subprocess, sys, time, zipfile
+"""dit-train end to end: resume after SIGKILL, DDP equivalence, bad checkpoints and paths, NaN stop, resume flags and litter."""
+import json, os, random, shutil, signal, socket, struct, subprocess, sys, time, zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from dit_edu.train import train, make_train_step, make_ema, step_randomness, read_checkpoint
+from dit_edu.train import train, make_train_step, make_ema, step_randomness, read_checkpoint, save_checkpoint, UserError
 from dit_edu.model import DiT_models
 from dit_edu.diffusion import create_diffusion
 
@@ -94,18 +94,68 @@ def test_corrupt_or_truncated_checkpoint_is_refused(uninterrupted, tmp_path):
 
 
 def test_wrong_data_path_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match='does not exist'): train(TINY + ['--data-path', str(tmp_path / 'nope')])
-    with pytest.raises(FileNotFoundError, match='dataset-fashion-mnist'):
+    with pytest.raises(UserError, match='does not exist'): train(TINY + ['--data-path', str(tmp_path / 'nope')])
+    with pytest.raises(UserError, match='dataset-fashion-mnist'):
         train(TINY + ['--dataset', 'fashion-mnist', '--data-path', str(tmp_path)])
+    assert not list(tmp_path.iterdir())
 
 
-def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
+@pytest.mark.parametrize('every', [['--ckpt-every', '1', '--log-every', '100'], ['--ckpt-every', '2', '--log-every', '1']])
+def test_diverged_update_is_never_saved(tmp_path, every):
+    """--lr 1e30: the first update makes the weights about 1e28 while its loss (computed before it) is finite; no
+    checkpoint may hold such weights (their loss is NaN), and the one the message names as good is good."""
     with pytest.raises(FloatingPointError, match='NaN or inf') as e:
-        train(TINY + ['--results-dir', str(tmp_path), '--max-steps', '40', '--ckpt-every', '2', '--log-every', '1',
-                     '--lr', '1e30', '--warmup-steps', '0'])
+        train(TINY + ['--results-dir', str(tmp_path), '--max-steps', '40', '--lr', '1e30', '--warmup-steps', '0'] + every)
     ckpts = sorted(tmp_path.glob('*/checkpoints/*.pt'))
-    assert all(torch.isfinite(v).all() for c in ckpts for v in read_checkpoint(c)['model'].values())
-    if ckpts: assert str(ckpts[-1]) in str(e.value)
+    x, y = torch.rand(8, 1, 32, 32) * 2 - 1, torch.arange(8)
+    t, noise, _, _ = step_randomness(0, 0, x.shape, 1000)
+    for c in ckpts:                                                  # finite weights that also give a finite loss
+        ck = read_checkpoint(c)
+        for part in ('model', 'ema'):
+            m = DiT_models['DiT-Nano/8'](input_size=32, in_channels=1, num_classes=10)
+            m.load_state_dict(ck[part])
+            with torch.no_grad(): loss = create_diffusion("").training_losses(m, x, t, dict(y=y), noise=noise)["loss"]
+            assert torch.isfinite(loss).all(), (c, part)
+    assert (str(ckpts[-1]) if ckpts else '(none yet)') in str(e.value)
+
+
+@pytest.mark.parametrize('flags', [['--lr', '0.5'], ['--model', 'DiT-Nano/4'], ['--global-batch-size', '16'],
+                                   ['--global-seed', '3'], ['--ema-decay', '0.5']])
+def test_resume_refuses_flags_that_contradict_the_run(uninterrupted, flags):
+    "A resumed run takes its flags from the checkpoint (RESUME_OVERRIDES aside): a different value is refused, naming it."
+    with pytest.raises(UserError, match=flags[0]): train(['--resume', str(uninterrupted), '--no-progress'] + flags)
+
+
+def test_resume_cleans_litter(uninterrupted, tmp_path):
+    """Resuming a run killed after step 40 (but whose metrics went on): cut-off checkpoint temp files are deleted,
+    metrics rows past the checkpoint do not come twice."""
+    run = tmp_path / 'run'; shutil.copytree(uninterrupted, run)
+    for c in (run / 'checkpoints').glob('*.pt'):
+        if int(c.stem) > 40: c.unlink()
+    partial = run / 'checkpoints' / '.0000060.pt.tmp4242'; partial.write_bytes(b'PK' + bytes(1000))
+    torch.set_num_threads(1)
+    train(['--resume', str(run), '--max-steps', '60', '--no-progress'])
+    assert not partial.exists()
+    steps = [json.loads(l)['step'] for l in (run / 'metrics.jsonl').read_text().splitlines()]
+    assert steps == list(range(5, 61, 5)), steps
+
+
+def test_checkpoint_holds_only_tensors_and_old_ones_still_load(uninterrupted, tmp_path):
+    """New checkpoints load with a plain weights_only=True; a checkpoint of an older dit-train (numpy and Python RNG
+    states pickled, arguments a dict) still loads, through an allow-list of numpy's array globals only, and resumes
+    exactly as the new one does."""
+    import numpy as np
+    new = uninterrupted / 'checkpoints' / '0000020.pt'
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(new) == []
+    old = read_checkpoint(new)
+    old['rng'] = dict(torch=old['rng']['torch'], cuda=None, python=random.getstate(), numpy=np.random.get_state())
+    p = save_checkpoint(tmp_path / 'old' / 'checkpoints' / '0000020.pt', old)
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(p)          # numpy's globals: the old format
+    torch.set_num_threads(1)
+    a = train(['--resume', str(p), '--max-steps', '21', '--no-progress'])
+    (tmp_path / 'new' / 'checkpoints').mkdir(parents=True); shutil.copy(new, tmp_path / 'new' / 'checkpoints')
+    b = train(['--resume', str(tmp_path / 'new'), '--max-steps', '21', '--no-progress'])
+    assert a.step == b.step == 21 and _same(a.state()['model'], b.state()['model'])
 
 
 def test_ddp_two_processes_equal_one(uninterrupted, tmp_path):
