@@ -33,11 +33,12 @@ class ClassifierFreeGuidance:
 
 # %% ../nbs/09_sampling.ipynb #41583704
 def dpm_solver_coefficients(diffusion:GaussianDiffusion):
-    "Per step i (x_t at index i -> index i-1): a_i, b_i for x' = a x + b D, and c_i = 1/(2 r_i) for the 2M correction (float64)."
+    "Per chain index i, the step from s (index i) to t (index i-1): x_t = a x_s + b D, and c = 1/(2 r) for 2M (float64)."
     ab, ab_prev = diffusion.alphas_cumprod, diffusion.alphas_cumprod_prev
-    alpha_t, sigma_t, alpha_s, sigma_s = np.sqrt(ab), np.sqrt(1 - ab), np.sqrt(ab_prev), np.sqrt(1 - ab_prev)
-    exp_neg_h = (sigma_s / alpha_s) * (alpha_t / sigma_t)                   # e^{-h}, 0 for the last step
-    a, b = sigma_s / sigma_t, alpha_s * (1 - exp_neg_h)
+    alpha_s, sigma_s = np.sqrt(ab), np.sqrt(1 - ab)                         # where the step starts (noisier)
+    alpha_t, sigma_t = np.sqrt(ab_prev), np.sqrt(1 - ab_prev)               # where it lands
+    exp_neg_h = (alpha_s / sigma_s) * (sigma_t / alpha_t)                   # e^{-h}, h = lambda_t - lambda_s; 0 at the end
+    a, b = sigma_t / sigma_s, alpha_t * (1 - exp_neg_h)
     h = -np.log(np.where(exp_neg_h > 0, exp_neg_h, np.nan))                 # NaN for the last step (h = inf)
     c = np.full_like(h, np.nan)
     c[:-1] = h[:-1] / (2 * h[1:])                                           # 1/(2 r_i), r_i = h_{i+1}/h_i (previous step)
