@@ -17,7 +17,8 @@ from torch import nn
 from .model import DiT_models, model_gflops
 from .diffusion import create_diffusion
 from .fast import make_train_step, make_optimizer, GuidedSampler, choose_attention
-from .train import make_ema, Parser, ranged, UserError, run_cli
+from .cli import Parser, ranged, UserError, run_cli
+from .train import make_ema
 
 # %% ../nbs/15_bench.ipynb #a052476d
 def matmul_tflops(device, n=None, dtype=torch.bfloat16, iters=10):

@@ -19,7 +19,8 @@ from .model import DiT_models, load_checkpoint
 from .data import load_vae, FASHION_CLASSES
 from .sampling import SAMPLERS, logsnr_timesteps
 from .diffusion import create_diffusion
-from .train import generate, save_grid, setup_distributed, Parser, ranged, UserError, user_errors, run_cli
+from .cli import Parser, ranged, UserError, user_errors, run_cli
+from .train import generate, save_grid, setup_distributed
 
 # %% ../nbs/13_sample.ipynb #da0c0e5c
 DEFAULT_CKPT = Path(dit_edu.__file__).parent/'assets'/'fmnist_dit.safetensors'
