@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TABLES', 'ATTENTION_BACKENDS', 'schedule_tables', 'rows', 'process_kind', 'vb_bits', 'fast_training_losses',
-           'make_optimizer', 'time_attention_backends', 'choose_attention', 'make_loss', 'make_train_step',
+           'make_optimizer', 'time_attention_backends', 'choose_attention', 'make_loss', 'set_memory_switches',
            'uses_cuda_graphs', 'GuidedSampler', 'guided_sample', 'FastModel']
 
 # %% ../nbs/12a_fast.ipynb #64edb446
@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from .objective import mean_flat, normal_kl, discretized_gaussian_log_likelihood
-from .train import make_train_step as core_train_step, update_ema
 
 # %% ../nbs/12a_fast.ipynb #d16b723a
 TABLES = ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
@@ -135,15 +134,13 @@ def make_loss(model, diffusion, precision="bf16", compile=True, attention="defau
         with _attention_context(attention): return compiled(x, y, t, noise)        # backward keeps the kernel picked here
     return run
 
-def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision="bf16", compile=True, checkpointing=None,
-                    attention="default", compile_mode=None, memory_budget=None, fp32_residual=None, compile_options=None):
-    "A step function (x, y[, t, noise]) -> loss tensor: the fast loss, backward, optimizer and EMA, with no host sync."
-    if checkpointing is not None: model.grad_checkpointing = checkpointing         # None: leave the model's settings as they are
+def set_memory_switches(model, checkpointing=None, fp32_residual=None, memory_budget=None):
+    "Trade compute for memory: activation checkpointing, a bf16 residual stream, compile's activation budget (None: as is)."
+    if checkpointing is not None: model.grad_checkpointing = checkpointing         # True or the number of leading blocks
     if fp32_residual is not None: model.fp32_residual = fp32_residual
     if memory_budget is not None:                                                  # compile recomputes cheap ops to fit (process-wide)
         torch._functorch.config.activation_memory_budget = memory_budget
-    loss_fn = make_loss(model, diffusion, precision, compile, attention, compile_mode, compile_options)
-    return core_train_step(model, diffusion, opt, ema, ema_decay, loss_fn=loss_fn)
+    return model
 
 def uses_cuda_graphs(compile_mode):
     "Whether torch.compile's `compile_mode` captures CUDA graphs ('reduce-overhead', 'max-autotune')."
