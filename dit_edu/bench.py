@@ -22,12 +22,13 @@ from .train import make_ema, make_train_step
 
 # %% ../nbs/15_bench.ipynb #a052476d
 def matmul_tflops(device, n=None, dtype=torch.bfloat16, iters=10):
-    "TFLOP/s of an n x n x n matrix product in `dtype` on `device` (n = 8192 on CUDA, 512 on a CPU), random data."
+    "TFLOP/s of an n x n x n product of random matrices in `dtype` on `device` (n: 8192 on CUDA, 512 on CPU)."
     device = torch.device(device)
     n = n or (8192 if device.type == "cuda" else 512)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3): a @ b
-    sync(device); start = time.perf_counter()
+    sync(device)
+    start = time.perf_counter()
     for _ in range(iters): a @ b
     sync(device)
     return 2 * n ** 3 * iters / (time.perf_counter() - start) / 1e12
@@ -42,7 +43,8 @@ def flops_per_image(name, input_size, num_classes, in_channels=4):
     return 2e9 * model_gflops(name, input_size=input_size, in_channels=in_channels, num_classes=num_classes)
 
 # %% ../nbs/15_bench.ipynb #849d2f24
-def bench_model(name, input_size, num_classes, device, seed=0, fused_attention=True, randomize_zero_init=False):
+def bench_model(name, input_size, num_classes, device, seed=0, fused_attention=True,
+                randomize_zero_init=False):
     "DiT `name` with seeded weights on `device`; `fused_attention=False` uses the hand-written attention."
     if name not in DiT_models: raise ValueError(f"unknown model {name!r}: expected one of {list(DiT_models)}")
     torch.manual_seed(seed)
@@ -50,23 +52,26 @@ def bench_model(name, input_size, num_classes, device, seed=0, fused_attention=T
     for blk in model.blocks: blk.attn.fused = fused_attention
     if randomize_zero_init:
         with torch.no_grad():
-            for m in [b.adaLN_modulation[-1] for b in model.blocks] + [model.final_layer.adaLN_modulation[-1], model.final_layer.linear]:
+            for m in [b.adaLN_modulation[-1] for b in model.blocks] + [model.final_layer.adaLN_modulation[-1],
+                                                                       model.final_layer.linear]:
                 nn.init.normal_(m.weight, std=0.02)
     return model
 
 # %% ../nbs/15_bench.ipynb #13371880
 def reference_train_step(model, diffusion, opt, ema, micro=1, ema_decay=0.9999):
-    "The reference's training step over `micro` equal micro-batches; returns the loss as a float (it syncs, like the reference)."
+    "The reference's training step over `micro` equal micro-batches; the loss as a float (it syncs)."
     def step(x, y, t, noise):
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for xs, ys, ts, ns in zip(x.chunk(micro), y.chunk(micro), t.chunk(micro), noise.chunk(micro)):
-            loss = diffusion.training_losses(model, xs, ts, model_kwargs=dict(y=ys), noise=ns)["loss"].mean() / micro
+            loss = diffusion.training_losses(model, xs, ts, model_kwargs=dict(y=ys), noise=ns)["loss"].mean()
+            loss = loss / micro
             loss.backward()
             total += loss.item()
         opt.step()
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), model.parameters()): e.mul_(ema_decay).add_(p, alpha=1 - ema_decay)
+            for e, p in zip(ema.parameters(), model.parameters()):
+                e.mul_(ema_decay).add_(p, alpha=1 - ema_decay)
         return total
     return step
 
@@ -74,8 +79,8 @@ def reference_train_step(model, diffusion, opt, ema, micro=1, ema_decay=0.9999):
 def bench_data(n_steps, batch, input_size, num_classes, device, seed=0, num_timesteps=1000):
     "Per-step batches (x, y, t, noise) drawn from a seeded CPU generator and moved to `device` before timing."
     g = torch.Generator().manual_seed(seed)
-    pool = [(torch.randn(batch, 4, input_size, input_size, generator=g), torch.randint(0, num_classes, (batch,), generator=g))
-            for _ in range(2)]                                                    # two batches, used in turn
+    pool = [(torch.randn(batch, 4, input_size, input_size, generator=g),   # two batches, used in turn
+             torch.randint(0, num_classes, (batch,), generator=g)) for _ in range(2)]
     out = []
     for i in range(n_steps):
         x, y = pool[i % 2]
@@ -91,16 +96,19 @@ def peak_gib(device):
 def reset_memory(device):
     "Free cached blocks and reset the peak-memory counter."
     if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
 
 def time_steps(step, data, device, warmup):
-    "Run `step` over `data`: (losses, seconds per step after `warmup`, seconds of the warm-up steps, host syncs while timed)."
+    "Run `step` over `data`: (losses, seconds per step after `warmup`, warm-up seconds, timed host syncs)."
     losses, syncs, cuda = [], 0, torch.device(device).type == "cuda"
     start = warm_s = time.perf_counter()
     for i, batch in enumerate(data):
         if i == warmup:
-            sync(device); warm_s = time.perf_counter() - start; start = time.perf_counter()
-            if cuda: torch.cuda.set_sync_debug_mode("warn")                       # every host sync now warns
+            sync(device)
+            warm_s = time.perf_counter() - start
+            start = time.perf_counter()
+            if cuda: torch.cuda.set_sync_debug_mode("warn")                 # every host sync now warns
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             losses.append(step(*batch))
@@ -111,15 +119,17 @@ def time_steps(step, data, device, warmup):
     return [float(l) for l in losses], secs, warm_s if warmup else 0.0, syncs
 
 # %% ../nbs/15_bench.ipynb #5fa0b7a0
-KERNEL_KINDS = (("attention", ("flash", "fmha", "sdpa", "attention", "dot_do_o")), ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas")),
-                ("optimizer+EMA", ("adam", "foreach", "multi_tensor")), ("triton (fused pointwise)", ("triton",)))
+KERNEL_KINDS = (("attention", ("flash", "fmha", "sdpa", "attention", "dot_do_o")),
+                ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas")),
+                ("optimizer+EMA", ("adam", "foreach", "multi_tensor")),
+                ("triton (fused pointwise)", ("triton",)))
 
 def kernel_kind(name):
-    "The kind of a GPU kernel from its name: attention, matmul, optimizer+EMA, triton (fused pointwise) or other."
+    "The kind of a GPU kernel from its name: one of KERNEL_KINDS, or 'other'."
     return next((k for k, keys in KERNEL_KINDS if any(w in name.lower() for w in keys)), "other")
 
 def profile_steps(step, data, device, path=None, n=2):
-    "Profile `n` steps with torch.profiler: device ms per step by kernel kind; the top ops and every counted kernel written to `path`."
+    "Profile `n` steps: device ms per step by kernel kind; the top ops and every counted kernel go to `path`."
     from torch.profiler import profile, ProfilerActivity
     cuda = torch.device(device).type == "cuda"
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
@@ -129,27 +139,34 @@ def profile_steps(step, data, device, path=None, n=2):
     kinds, kernels = {}, []
     for e in events:
         dev = getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))
-        if not cuda or dev <= 0 or e.self_cpu_time_total > 0: continue            # kernels only: device time, no host time
+        # kernels only: device time, no host time
+        if not cuda or dev <= 0 or e.self_cpu_time_total > 0: continue
         kinds[kernel_kind(e.key)] = kinds.get(kernel_kind(e.key), 0.0) + dev / 1e3 / n
         kernels.append((dev / 1e3 / n, kernel_kind(e.key), e.key))
     if path:
         with open(path, "w") as f:
-            f.write(events.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=40))
-            f.write("\n\nEvery counted kernel: ms per step, kind, full name\n")    # so the kinds can be checked by eye
-            f.writelines(f"{ms:9.3f}  {kind:<26} {name}\n" for ms, kind, name in sorted(kernels, reverse=True))
+            sort_by = "self_device_time_total" if cuda else "self_cpu_time_total"
+            f.write(events.table(sort_by=sort_by, row_limit=40))
+            # so the kinds can be checked by eye
+            f.write("\n\nEvery counted kernel: ms per step, kind, full name\n")
+            ranked = sorted(kernels, reverse=True)                        # the slowest first
+            f.writelines(f"{ms:9.3f}  {kind:<26} {name}\n" for ms, kind, name in ranked)
     return kinds
 
 # %% ../nbs/15_bench.ipynb #13dc5a22
-def bench_train(mode, name="DiT-XL/2", batch=128, steps=10, warmup=3, input_size=32, num_classes=1000, device="cuda",
-                compile=None, attention="auto", checkpointing=None, micro=1, seed=0, memory_budget=None, compile_mode=None,
-                profile=None, fp32_residual=True, compile_options=None):
+def bench_train(mode, name="DiT-XL/2", batch=128, steps=10, warmup=3, input_size=32, num_classes=1000,
+                device="cuda", compile=None, attention="auto", checkpointing=None, micro=1, seed=0,
+                memory_budget=None, compile_mode=None, profile=None, fp32_residual=True,
+                compile_options=None):
     "Time `steps` training steps of `name` at `batch` in 'reference' or 'fast' mode; a dict of results."
     device = torch.device(device)
-    if mode not in ("reference", "fast"): raise ValueError(f"mode must be 'reference' or 'fast', got {mode!r}")
+    if mode not in ("reference", "fast"):
+        raise ValueError(f"mode must be 'reference' or 'fast', got {mode!r}")
     reset_memory(device)
-    model = bench_model(name, input_size, num_classes, device, seed, fused_attention=mode == "fast", randomize_zero_init=True).train()
-    model.y_embedder.dropout_prob = 0.0                                           # same labels in both modes
-    ema = make_ema(model)                                                         # the same start, as a frozen copy
+    model = bench_model(name, input_size, num_classes, device, seed, fused_attention=mode == "fast",
+                        randomize_zero_init=True).train()
+    model.y_embedder.dropout_prob = 0.0                                  # same labels in both modes
+    ema = make_ema(model)                                                # the same start, as a frozen copy
     diffusion = create_diffusion("")
     data = bench_data(warmup + steps, batch, input_size, num_classes, device, seed)
     info = dict(mode=mode, task="train", model=name, batch=batch)
@@ -163,67 +180,85 @@ def bench_train(mode, name="DiT-XL/2", batch=128, steps=10, warmup=3, input_size
         set_memory_switches(model, checkpointing, fp32_residual, memory_budget)
         loss_fn = make_loss(model, diffusion, "bf16", compile, attention, compile_mode, compile_options)
         step = make_train_step(model, diffusion, make_optimizer(model), ema, loss_fn=loss_fn)
-        info.update(precision="bf16 autocast" + ("" if fp32_residual else ", bf16 residual"), attention=attention, compile=compile,
-                    compile_mode=compile_mode, compile_options=compile_options, checkpointing=checkpointing, memory_budget=memory_budget)
+        info.update(precision="bf16 autocast" + ("" if fp32_residual else ", bf16 residual"),
+                    attention=attention, compile=compile, compile_mode=compile_mode,
+                    compile_options=compile_options, checkpointing=checkpointing, memory_budget=memory_budget)
     losses, secs, warm_s, syncs = time_steps(step, data, device, warmup)
     info.update(images_per_s=batch / secs, step_ms=secs * 1e3, warmup_s=warm_s, host_syncs_timed=syncs,
-                peak_gib=peak_gib(device), losses=losses, flops_per_image=3 * flops_per_image(name, input_size, num_classes))
+                peak_gib=peak_gib(device), losses=losses,
+                flops_per_image=3 * flops_per_image(name, input_size, num_classes))
     if profile:
-        try: info["profile_ms_per_step"] = profile_steps(step, data, device, None if profile is True else profile)
-        except Exception as e: info["profile_error"] = repr(e)                     # the timings above still count
+        try:
+            path = None if profile is True else profile
+            info["profile_ms_per_step"] = profile_steps(step, data, device, path)
+        except Exception as e: info["profile_error"] = repr(e)             # the timings above still count
     return info
 
 # %% ../nbs/15_bench.ipynb #e5d87272
 def reference_sample_seconds(model, diffusion, z, y, cfg_scale, ref_steps, device):
-    "Seconds per reference sampling step (the doubled batch through `p_sample`), timed over `ref_steps` steps after one."
+    "Seconds per reference sampling step (the doubled batch through `p_sample`), over `ref_steps` after one."
     y2 = torch.cat([y, torch.full_like(y, model.num_classes)])
-    loop = diffusion.p_sample_loop_progressive(model.forward_with_cfg, (2 * len(z), *z.shape[1:]), torch.cat([z, z]),
-                                               clip_denoised=False, model_kwargs=dict(y=y2, cfg_scale=cfg_scale))
+    loop = diffusion.p_sample_loop_progressive(model.forward_with_cfg, (2 * len(z), *z.shape[1:]),
+                                               torch.cat([z, z]), clip_denoised=False,
+                                               model_kwargs=dict(y=y2, cfg_scale=cfg_scale))
     for i, _ in enumerate(loop):
-        if i == 0: sync(device); start = time.perf_counter()
+        if i == 0:
+            sync(device)
+            start = time.perf_counter()
         if i == ref_steps: break
     sync(device)
     return (time.perf_counter() - start) / max(1, min(i, ref_steps))
 
 # %% ../nbs/15_bench.ipynb #f05df2b2
-def bench_sample(mode, name="DiT-XL/2", images=64, sample_steps=250, input_size=32, num_classes=1000, device="cuda",
-                 cfg_scale=4.0, compile=None, compile_mode=None, attention="auto", ref_steps=3, compare=0, seed=0, bf16_weights=False):
-    "Time guided DDPM sampling of `images` samples over `sample_steps` steps in 'reference' or 'fast' mode; a dict."
+def bench_sample(mode, name="DiT-XL/2", images=64, sample_steps=250, input_size=32, num_classes=1000,
+                 device="cuda", cfg_scale=4.0, compile=None, compile_mode=None, attention="auto", ref_steps=3,
+                 compare=0, seed=0, bf16_weights=False):
+    "Time guided DDPM sampling of `images` samples, `sample_steps` steps, 'reference' or 'fast' mode; a dict."
     device = torch.device(device)
     reset_memory(device)
-    model = bench_model(name, input_size, num_classes, device, seed, fused_attention=mode == "fast", randomize_zero_init=True).eval()
+    model = bench_model(name, input_size, num_classes, device, seed, fused_attention=mode == "fast",
+                        randomize_zero_init=True).eval()
     diffusion = create_diffusion(str(sample_steps))
     g = torch.Generator().manual_seed(seed + 1)
     z = torch.randn(images, 4, input_size, input_size, generator=g).to(device)
     y = torch.randint(0, num_classes, (images,), generator=g).to(device)
-    info = dict(mode=mode, task="sample", model=name, batch=images, forward_batch=2 * images, sample_steps=sample_steps)
+    info = dict(mode=mode, task="sample", model=name, batch=images, forward_batch=2 * images,
+                sample_steps=sample_steps)
     if mode == "reference":
-        with torch.no_grad(): secs = reference_sample_seconds(model, diffusion, z, y, cfg_scale, ref_steps, device) * sample_steps
-        info.update(precision="fp32/tf32", attention="hand-written", compile=False, timed_steps=min(ref_steps, sample_steps))
+        with torch.no_grad():
+            step_s = reference_sample_seconds(model, diffusion, z, y, cfg_scale, ref_steps, device)
+            secs = step_s * sample_steps
+        info.update(precision="fp32/tf32", attention="hand-written", compile=False,
+                    timed_steps=min(ref_steps, sample_steps))
     elif mode == "fast":
         compile = device.type == "cuda" if compile is None else compile
         attention = choose_attention(model, 2 * images, device) if attention == "auto" else attention
-        sampler = GuidedSampler(model, diffusion, cfg_scale, "bf16", compile, compile_mode, attention=attention, bf16_weights=bf16_weights)
-        noise = torch.randn(sample_steps, *z.shape, generator=g).to(device)        # every step's noise, drawn up front
+        sampler = GuidedSampler(model, diffusion, cfg_scale, "bf16", compile, compile_mode,
+                                attention=attention, bf16_weights=bf16_weights)
+        noise = torch.randn(sample_steps, *z.shape, generator=g).to(device)  # every step's noise, up front
         start = time.perf_counter()
-        sampler.num_steps, full = 2, sampler.num_steps                             # compile and warm up on a 2-step chain
-        sampler(z, y, noise_fn=lambda i, x: noise[i]); sync(device)
+        sampler.num_steps, full = 2, sampler.num_steps  # compile and warm up on a 2-step chain
+        sampler(z, y, noise_fn=lambda i, x: noise[i])
+        sync(device)
         sampler.num_steps = full
         info["first_call_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        out = sampler(z, y, noise_fn=lambda i, x: noise[i]); sync(device)
+        out = sampler(z, y, noise_fn=lambda i, x: noise[i])
+        sync(device)
         secs = time.perf_counter() - start
-        info.update(precision="bf16 weights" if bf16_weights else "bf16 autocast", attention=attention, compile=compile,
-                    compile_mode=compile_mode, timed_steps=sample_steps)
-        if compare:                                                                # any float32 attention kernel (cuDNN's is bf16 only)
-            tf32, torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32, False   # true float32
-            ref = GuidedSampler(model, diffusion, cfg_scale, "fp32", compile=False)(z[:compare], y[:compare],
-                                                                                   noise_fn=lambda i, x: noise[i, :compare])
+        info.update(precision="bf16 weights" if bf16_weights else "bf16 autocast", attention=attention,
+                    compile=compile, compile_mode=compile_mode, timed_steps=sample_steps)
+        if compare:                                 # any float32 attention kernel (cuDNN's is bf16 only)
+            tf32 = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = False                    # true float32
+            ref = GuidedSampler(model, diffusion, cfg_scale, "fp32", compile=False)(
+                z[:compare], y[:compare], noise_fn=lambda i, x: noise[i, :compare])
             torch.backends.cuda.matmul.allow_tf32 = tf32
             info["bf16_vs_fp32_rel_l2"] = ((out[:compare] - ref).norm() / ref.norm()).item()
             info["fp32_sample_rms"] = ref.pow(2).mean().sqrt().item()
     else: raise ValueError(f"mode must be 'reference' or 'fast', got {mode!r}")
-    info.update(images_per_s=images / secs, seconds=secs, step_ms=secs / sample_steps * 1e3, peak_gib=peak_gib(device),
+    info.update(images_per_s=images / secs, seconds=secs, step_ms=secs / sample_steps * 1e3,
+                peak_gib=peak_gib(device),
                 flops_per_image=2 * sample_steps * flops_per_image(name, input_size, num_classes))
     return info
 
@@ -235,15 +270,17 @@ def add_mfu(row, tflops):
 
 def format_table(rows):
     "An aligned text table of the result rows."
-    head = f"{'task':<7}{'mode':<10}{'model':<11}{'batch':>6}{'images/s':>10}{'ms/step':>10}{'MFU':>7}{'peak GiB':>10}  notes"
+    head = (f"{'task':<7}{'mode':<10}{'model':<11}{'batch':>6}{'images/s':>10}{'ms/step':>10}{'MFU':>7}"
+            f"{'peak GiB':>10}  notes")
     lines = [head, "-" * len(head)]
     for r in rows:
         peak = "-" if r.get("peak_gib") is None else f"{r['peak_gib']:.1f}"
         notes = f"{r['precision']}, attn {r['attention']}, compile {r['compile']}"
         if r["task"] == "sample": notes += f", {r['sample_steps']} steps (timed {r['timed_steps']})"
-        if r.get("bf16_vs_fp32_rel_l2") is not None: notes += f", bf16 vs fp32 rel L2 {r['bf16_vs_fp32_rel_l2']:.2e}"
-        lines.append(f"{r['task']:<7}{r['mode']:<10}{r['model']:<11}{r['batch']:>6}{r['images_per_s']:>10.2f}{r['step_ms']:>10.1f}"
-                     f"{100 * r['mfu']:>6.1f}%{peak:>10}  {notes}")
+        if r.get("bf16_vs_fp32_rel_l2") is not None:
+            notes += f", bf16 vs fp32 rel L2 {r['bf16_vs_fp32_rel_l2']:.2e}"
+        lines.append(f"{r['task']:<7}{r['mode']:<10}{r['model']:<11}{r['batch']:>6}{r['images_per_s']:>10.2f}"
+                     f"{r['step_ms']:>10.1f}{100 * r['mfu']:>6.1f}%{peak:>10}  {notes}")
     return "\n".join(lines)
 
 # %% ../nbs/15_bench.ipynb #7d3ddc91
@@ -251,45 +288,63 @@ def environment(device):
     "Card, versions and date of this run."
     device = torch.device(device)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return dict(device=card, torch=torch.__version__, date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return dict(device=card, torch=torch.__version__, date=date)
 
 # %% ../nbs/15_bench.ipynb #03bf91ab
 def parse_args(argv=None):
     "The dit-bench command line."
-    ap, count, whole = Parser(prog="dit-bench", description="Time DiT training and guided sampling, reference vs fast."), ranged(int, 1), ranged(int, 0)
+    ap = Parser(prog="dit-bench", description="Time DiT training and guided sampling, reference vs fast.")
+    count, whole = ranged(int, 1), ranged(int, 0)
     ap.add_argument("--model", default="DiT-XL/2", choices=list(DiT_models))
-    ap.add_argument("--image-size", type=ranged(int, 8), default=256, help="image size; latents are image-size/8")
+    ap.add_argument("--image-size", type=ranged(int, 8), default=256,
+                    help="image size; latents are image-size/8")
     ap.add_argument("--num-classes", type=count, default=1000)
-    ap.add_argument("--batch-size", type=count, default=128, help="training batch; sampling makes batch-size/2 images (a batch-size forward)")
+    ap.add_argument("--batch-size", type=count, default=128,
+                    help="training batch; sampling makes batch-size/2 images (a batch-size forward)")
     ap.add_argument("--steps", type=count, default=10, help="timed training steps")
-    ap.add_argument("--warmup", type=whole, default=2, help="untimed training steps first (compilation happens here)")
+    ap.add_argument("--warmup", type=whole, default=2,
+                    help="untimed training steps first (compilation happens here)")
     ap.add_argument("--modes", default="reference,fast", help="comma-separated: reference, fast")
     ap.add_argument("--tasks", default="train,sample", help="comma-separated: train, sample")
-    ap.add_argument("--sample-images", type=count, default=None, help="images per sampling run (default batch-size/2)")
-    ap.add_argument("--sample-steps", type=ranged(int, 1, 1000), default=None, help="sampling steps (respacing of 1000); default 250, 25 on a CPU")
-    ap.add_argument("--ref-sample-steps", type=count, default=3, help="reference sampling steps actually timed (scaled to --sample-steps)")
+    ap.add_argument("--sample-images", type=count, default=None,
+                    help="images per sampling run (default batch-size/2)")
+    ap.add_argument("--sample-steps", type=ranged(int, 1, 1000), default=None,
+                    help="sampling steps (respacing of 1000); default 250, 25 on a CPU")
+    ap.add_argument("--ref-sample-steps", type=count, default=3,
+                    help="reference sampling steps actually timed (scaled to --sample-steps)")
     ap.add_argument("--cfg-scale", type=ranged(float, 0), default=4.0)
-    ap.add_argument("--compare", type=whole, default=4, help="samples also drawn in fp32 to measure the bf16 difference")
-    ap.add_argument("--micro", type=count, default=1, help="reference mode: micro-batches per step (same update)")
+    ap.add_argument("--compare", type=whole, default=4,
+                    help="samples also drawn in fp32 to measure the bf16 difference")
+    ap.add_argument("--micro", type=count, default=1,
+                    help="reference mode: micro-batches per step (same update)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="auto: on for CUDA, off on a CPU")
-    ap.add_argument("--compile-mode", default=None, help="torch.compile mode for the fast path, e.g. max-autotune-no-cudagraphs")
-    ap.add_argument("--sample-compile-mode", default=None, help="torch.compile mode for the sampler, e.g. reduce-overhead")
-    ap.add_argument("--attention", default="auto", help="SDPA backend for the fast path: auto, default, flash, cudnn, efficient")
+    ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                    help="auto: on for CUDA, off on a CPU")
+    ap.add_argument("--compile-mode", default=None,
+                    help="torch.compile mode for the fast path, e.g. max-autotune-no-cudagraphs")
+    ap.add_argument("--sample-compile-mode", default=None,
+                    help="torch.compile mode for the sampler, e.g. reduce-overhead")
+    ap.add_argument("--attention", default="auto",
+                    help="SDPA backend for the fast path: auto, default, flash, cudnn, efficient")
     ap.add_argument("--checkpointing", type=ranged(int, -1), nargs="?", const=-1, default=None, metavar="K",
                     help="fast mode: activation checkpointing of every block, or of the first K")
-    ap.add_argument("--bf16-residual", action="store_true", help="fast training: keep the residual stream in bf16 (fp32_residual=False)")
+    ap.add_argument("--bf16-residual", action="store_true",
+                    help="fast training: keep the residual stream in bf16 (fp32_residual=False)")
     ap.add_argument("--inductor", default=None, metavar="K=V,...",
                     help="Inductor options for the fast training step, e.g. coordinate_descent_tuning=1")
-    ap.add_argument("--sample-bf16-weights", action="store_true", help="fast sampling from a bf16 copy of the weights")
-    ap.add_argument("--memory-budget", type=ranged(float, 0, 1, lo_open=True), default=None, help="torch.compile activation memory budget in (0, 1] (fast mode)")
-    ap.add_argument("--profile", default=None, help="fast training: profile 2 more steps, write the top kernels to this file")
+    ap.add_argument("--sample-bf16-weights", action="store_true",
+                    help="fast sampling from a bf16 copy of the weights")
+    ap.add_argument("--memory-budget", type=ranged(float, 0, 1, lo_open=True), default=None,
+                    help="torch.compile activation memory budget in (0, 1] (fast mode)")
+    ap.add_argument("--profile", default=None,
+                    help="fast training: profile 2 more steps, write the top kernels to this file")
     ap.add_argument("--seed", type=whole, default=0)
     ap.add_argument("--json", default="bench.json", help="where to write the results")
     return ap.parse_args(argv)
 
 def inductor_options(text):
-    "'a=1,b=x' -> {'a': True, 'b': 'x'} (1/0/true/false become booleans, other numbers ints or floats); None -> None."
+    "'a=1,b=x' -> {'a': True, 'b': 'x'} (1/0/true/false: booleans, numbers: ints or floats); None -> None."
     if not text: return None
     out = {}
     for item in text.split(","):
@@ -306,15 +361,17 @@ def inductor_options(text):
 
 # %% ../nbs/15_bench.ipynb #e085e3a6
 def bench(argv=None):
-    "dit-bench: train-step and sampling throughput, reference and fast modes; prints a table, writes JSON, returns the report."
+    "dit-bench: train-step and sampling throughput, reference and fast modes; prints a table, writes JSON."
     a = parse_args(argv)
-    inductor_options(a.inductor)                                                   # a malformed --inductor fails before any work
+    inductor_options(a.inductor)  # a malformed --inductor fails before any work
     modes, tasks = a.modes.split(","), a.tasks.split(",")
-    bad = [m for m in modes if m not in ("reference", "fast")] + [t for t in tasks if t not in ("train", "sample")]
-    if bad: raise UserError(f"--modes/--tasks: unknown {bad}: modes are reference, fast; tasks are train, sample")
+    bad = [m for m in modes if m not in ("reference", "fast")]
+    bad += [t for t in tasks if t not in ("train", "sample")]
+    if bad:
+        raise UserError(f"--modes/--tasks: unknown {bad}: modes are reference, fast; tasks are train, sample")
     if a.image_size % 8: raise UserError(f"--image-size must be a multiple of 8, got {a.image_size}")
     if a.batch_size % a.micro: raise UserError(f"--micro {a.micro}: must divide --batch-size {a.batch_size}")
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True   # as the reference's train.py
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True   # as in the reference
     lat, compile = a.image_size // 8, dict(auto=None, on=True, off=False)[a.compile]
     a.sample_steps = a.sample_steps or (250 if torch.device(a.device).type == "cuda" else 25)
     report = dict(environment(a.device), args=vars(a), matmul_bf16_tflops=matmul_tflops(a.device), results=[])
@@ -322,18 +379,23 @@ def bench(argv=None):
     for task in tasks:
         for mode in modes:
             if task == "train":
-                r = bench_train(mode, batch=a.batch_size, steps=a.steps, warmup=a.warmup, compile=compile, attention=a.attention,
-                                checkpointing=a.checkpointing, micro=a.micro, memory_budget=a.memory_budget,
-                                compile_mode=a.compile_mode, profile=a.profile if mode == "fast" else None,
-                                fp32_residual=not a.bf16_residual, compile_options=inductor_options(a.inductor), **common)
+                r = bench_train(mode, batch=a.batch_size, steps=a.steps, warmup=a.warmup, compile=compile,
+                                attention=a.attention, checkpointing=a.checkpointing, micro=a.micro,
+                                memory_budget=a.memory_budget, compile_mode=a.compile_mode,
+                                profile=a.profile if mode == "fast" else None,
+                                fp32_residual=not a.bf16_residual,
+                                compile_options=inductor_options(a.inductor), **common)
             else:
-                r = bench_sample(mode, images=a.sample_images or max(1, a.batch_size // 2), sample_steps=a.sample_steps,
-                                 cfg_scale=a.cfg_scale, compile=compile, compile_mode=a.sample_compile_mode, attention=a.attention,
+                r = bench_sample(mode, images=a.sample_images or max(1, a.batch_size // 2),
+                                 sample_steps=a.sample_steps, cfg_scale=a.cfg_scale, compile=compile,
+                                 compile_mode=a.sample_compile_mode, attention=a.attention,
                                  ref_steps=a.ref_sample_steps, compare=a.compare if mode == "fast" else 0,
                                  bf16_weights=a.sample_bf16_weights, **common)
             report["results"].append(add_mfu(r, report["matmul_bf16_tflops"]))
-            with open(a.json, "w") as f: json.dump(report, f, indent=1)          # after every part: a crash keeps the rest
-    print(f"{report['device']}, torch {report['torch']}, {report['date']}; bf16 matmul {report['matmul_bf16_tflops']:.3g} TFLOP/s")
+            # after every part: a crash keeps the rest
+            with open(a.json, "w") as f: json.dump(report, f, indent=1)
+    print(f"{report['device']}, torch {report['torch']}, {report['date']}; "
+          f"bf16 matmul {report['matmul_bf16_tflops']:.3g} TFLOP/s")
     print(format_table(report["results"]))
     return report
 
