@@ -9,13 +9,15 @@ __all__ = ['FASHION_DIR', 'FASHION_FILES', 'FASHION_CLASSES', 'VAE_SCALE', 'VAE_
            'make_dataset']
 
 # %% ../nbs/10_data.ipynb #9f00da03
-import argparse, gzip, json, os, struct, sys
+import gzip, json, os, struct, sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+from .cli import Parser, ranged, UserError, user_errors, run_cli
 
 # %% ../nbs/10_data.ipynb #299f00d0
 def read_idx(path):
@@ -187,26 +189,27 @@ class LatentDataset(Dataset):
 # %% ../nbs/10_data.ipynb #d940a8d7
 def extract(argv=None):
     "Run dit-extract with the command-line arguments `argv`: VAE latents of an image folder, written once to disk; returns meta."
-    p = argparse.ArgumentParser(description="Pre-compute VAE latents of an ImageNet-style folder for dit-train.")
+    p = Parser(prog='dit-extract', description="Pre-compute VAE latents of an ImageNet-style folder for dit-train.")
     p.add_argument('--data-path', required=True, help="ImageFolder root (one subfolder per class)")
     p.add_argument('--features-path', '--out', dest='out', required=True, help="output folder for latents.npy, labels.npy, meta.json")
-    p.add_argument('--image-size', type=int, default=256, help="image side, a multiple of 8 (the latent is 1/8): 256 or 512 for DiT")
+    p.add_argument('--image-size', type=ranged(int, 8), default=256, help="image side, a multiple of 8 (the latent is 1/8): 256 or 512 for DiT")
     p.add_argument('--vae', default='ema', help="'ema', 'mse' (Stable Diffusion's VAEs) or a local AutoencoderKL folder")
-    p.add_argument('--batch-size', type=int, default=32)
-    p.add_argument('--num-workers', type=int, default=4)
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--batch-size', type=ranged(int, 1), default=32)
+    p.add_argument('--num-workers', type=ranged(int, 0), default=4)
+    p.add_argument('--seed', type=ranged(int, 0), default=0)
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--mean', action='store_true', help="store the posterior mean instead of a sample")
     a = p.parse_args(argv)
-    if a.image_size % 8: raise ValueError(f"--image-size must be a multiple of 8 (the VAE downsamples by 8), got {a.image_size}")
-    ds = imagefolder_dataset(a.data_path, a.image_size)
-    meta = extract_latents(ds, load_vae(a.vae, a.device), a.out, a.batch_size, a.num_workers, a.device, a.seed, not a.mean)
+    if a.image_size % 8: raise UserError(f"--image-size {a.image_size}: must be a multiple of 8 (the VAE downsamples by 8)")
+    with user_errors('--data-path'): ds = imagefolder_dataset(a.data_path, a.image_size)
+    with user_errors('--vae'): vae = load_vae(a.vae, a.device)
+    meta = extract_latents(ds, vae, a.out, a.batch_size, a.num_workers, a.device, a.seed, not a.mean)
     print(f"wrote {meta['n']} latents of shape {meta['shape']} (x2 with mirror images) to {a.out}")
     return meta
 
 def extract_main(argv=None):
-    "Console script `dit-extract`."
-    extract(argv)
+    "Console script `dit-extract`: exit status 0, or 2 and one line on a bad flag or folder."
+    run_cli(extract, argv, 'dit-extract')
 
 # %% ../nbs/10_data.ipynb #ed1ead54
 def detect_dataset(data_path):

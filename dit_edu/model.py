@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['DiT_configs', 'DiT_models', 'PAPER_MODELS', 'check_config', 'DiT', 'DiTConfig', 'count_params', 'model_gflops',
-           'model_table', 'print_table', 'load_tensors', 'read_state_dict', 'infer_config', 'load_checkpoint', 'main']
+           'model_table', 'print_table', 'load_tensors', 'read_state_dict', 'infer_config', 'load_checkpoint', 'info',
+           'main']
 
 # %% ../nbs/05_model.ipynb #b8b54ec1
-import argparse, json
+import json
 from dataclasses import dataclass, asdict
 from numbers import Integral
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .patchify import PatchEmbed, unpatchify, get_2d_sincos_pos_embed
 from .embeddings import TimestepEmbedder, LabelEmbedder
 from .blocks import BLOCKS, FinalLayer
+from .cli import Parser, ranged, UserError, run_cli
 
 # %% ../nbs/05_model.ipynb #c0f1a2b4
 def check_config(input_size, patch_size, in_channels, hidden_size, depth, num_heads, mlp_ratio,
@@ -290,12 +292,16 @@ def load_checkpoint(path, model=None, strict=True):
     return model
 
 # %% ../nbs/05_model.ipynb #3f2a2313
-def main(argv=None):
+def info(argv=None):
     """dit-info: parameters and Gflops of the paper's DiT configs and our tiny presets."""
-    ap = argparse.ArgumentParser(prog='dit-info', description=main.__doc__)
+    ap = Parser(prog='dit-info', description=info.__doc__)
     ap.add_argument('--model', choices=list(DiT_models), help='show one model in detail')
-    ap.add_argument('--image-size', type=int, default=256, help='image size; latents are image-size/8 (the SD VAE)')
+    ap.add_argument('--image-size', type=ranged(int, 8), default=256, help='image size; latents are image-size/8 (the SD VAE)')
     a = ap.parse_args(argv)
+    p = DiT_configs[a.model].patch_size if a.model else max(DiT_configs[n].patch_size for n in PAPER_MODELS)
+    if a.image_size % (8 * p):                                 # the latent side must split into whole patches
+        raise UserError(f"--image-size {a.image_size}: must be a multiple of {8 * p} (latents are 8x smaller, "
+                        f"patches {p}x{p}{' for ' + a.model if a.model else '; --model shows one model'})")
     lat = a.image_size // 8
     if a.model:
         print_table(model_table([a.model], input_size=lat), f'{a.model} at {a.image_size}px ({lat}x{lat}x4 latents)')
@@ -307,3 +313,7 @@ def main(argv=None):
     print()
     print_table(model_table([n for n in DiT_models if n not in PAPER_MODELS], input_size=32, in_channels=1, num_classes=10),
                 'Tiny presets on Fashion-MNIST (32x32x1, 10 classes)')
+
+def main(argv=None):
+    "Console script `dit-info`: exit status 0, or 2 and one line on a bad flag."
+    run_cli(info, argv, 'dit-info')

@@ -5,13 +5,12 @@
 # %% auto #0
 __all__ = ['CKPT_KEYS', 'TINY_DEFAULTS', 'PAPER_DEFAULTS', 'RESUME_OVERRIDES', 'step_randomness', 'drop_labels', 'flip_batch',
            'make_ema', 'update_ema', 'make_train_step', 'save_checkpoint', 'remove_partial_checkpoints',
-           'read_checkpoint', 'ResumableSampler', 'UserError', 'Parser', 'ranged', 'user_errors', 'run_cli',
-           'get_parser', 'resolve_args', 'setup_distributed', 'build_model', 'model_config', 'experiment_dir',
-           'latest_checkpoint', 'fast_sampler', 'generate', 'save_grid', 'grid_labels', 'plot_losses', 'Trainer',
+           'read_checkpoint', 'ResumableSampler', 'get_parser', 'resolve_args', 'setup_distributed', 'build_model',
+           'model_config', 'experiment_dir', 'latest_checkpoint', 'save_grid', 'grid_labels', 'plot_losses', 'Trainer',
            'tqdm_write', 'given_flags', 'resumed_args', 'train', 'main']
 
 # %% ../nbs/12_train.ipynb #a92c176f
-import argparse, contextlib, copy, errno, functools, json, math, os, random, shutil, sys, time, zipfile
+import argparse, copy, errno, json, os, random, shutil, sys, time, zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .model import DiT, DiT_models, load_tensors
 from .diffusion import create_diffusion
-from .sampling import Sampler, ClassifierFreeGuidance
-from .data import make_dataset, detect_dataset, load_vae, encode_latents, decode_latents
+from .cli import UserError, Parser, ranged, user_errors, run_cli
+from .data import make_dataset, detect_dataset, load_vae, encode_latents
 
 # %% ../nbs/12_train.ipynb #3ac8a4be
 def step_randomness(seed, step, shape, num_timesteps, rank=0, world=1, device='cpu'):
@@ -141,46 +140,6 @@ PAPER_DEFAULTS = dict(model='DiT-XL/2', image_size=256, num_classes=1000, epochs
 RESUME_OVERRIDES = ('data_path', 'max_steps', 'epochs', 'log_every', 'ckpt_every', 'sample_every', 'num_workers',
                     'no_progress', 'device', 'compile', 'attention', 'grad_checkpointing', 'cfg_scale')
 
-# %% ../nbs/12_train.ipynb #c11a0001
-class UserError(ValueError):
-    "A mistake in a command's flags or files: the console scripts print it as one line and exit with status 2."
-
-class Parser(argparse.ArgumentParser):
-    "An ArgumentParser whose errors are UserErrors (one line, no usage block)."
-    def error(self, message): raise UserError(message)
-
-def ranged(kind=int, lo=None, hi=None, lo_open=False, hi_open=False):
-    "An argparse type: a finite `kind` within [lo, hi] (either end open or absent); its error names the range."
-    if lo is not None and hi is not None: want = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-    elif lo is not None: want = f"{'>' if lo_open else '>='} {lo}"
-    else: want = '' if hi is None else f"{'<' if hi_open else '<='} {hi}"
-    what = f"{'an integer' if kind is int else 'a finite number'} {want}".strip()
-    def parse(text):
-        try: v = kind(text)
-        except ValueError: v = None
-        ok = v is not None and math.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo)) \
-            and (hi is None or (v < hi if hi_open else v <= hi))
-        if not ok: raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        return v
-    parse.__name__ = what                      # argparse names the type in some messages
-    return parse
-
-@contextlib.contextmanager
-def user_errors(flag):
-    "Turn a ValueError or OSError inside into a UserError that names `flag` (bad files given on the command line)."
-    try: yield
-    except UserError: raise
-    except (ValueError, OSError) as e: raise UserError(f"{flag}: {e}") from None
-
-def run_cli(fn, argv, prog):
-    "A console script's body: fn(argv), exit 0; a UserError -> one line on stderr, exit 2; a stopped run -> one line, exit 1."
-    try: fn(argv)
-    except UserError as e: sys.exit(print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr) or 2)
-    except FloatingPointError as e: sys.exit(print(' '.join(str(e).split()), file=sys.stderr) or 1)
-    except OSError as e:
-        if e.errno != errno.ENOSPC: raise
-        sys.exit(print(f"{prog}: {e.strerror}", file=sys.stderr) or 1)
-
 # %% ../nbs/12_train.ipynb #37741c85
 def get_parser():
     "dit-train's argument parser (the reference's train.py flags, plus ours); every number states its range."
@@ -281,34 +240,6 @@ def latest_checkpoint(path):
     ckpts = sorted((path/'checkpoints').glob('[0-9]*.pt'))
     if not ckpts: raise FileNotFoundError(f"no checkpoints in {path/'checkpoints'}")
     return ckpts[-1]
-
-# %% ../nbs/12_train.ipynb #cc5063e1
-@functools.lru_cache(maxsize=4)
-def fast_sampler(model, sampler, steps, cfg_scale, precision, compile, clip_denoised):
-    "A function (z, y, progress=False) -> samples on the fast path (12a_fast), built once per settings: later calls reuse its compilation."
-    from dit_edu.fast import GuidedSampler, FastModel
-    s = Sampler(create_diffusion("", learn_sigma=model.learn_sigma), sampler, steps, clip_denoised=clip_denoised)
-    if sampler == 'ddpm' and cfg_scale != 1:                   # the reference's sampler: one compiled call per step
-        mode = "reduce-overhead" if next(model.parameters()).is_cuda else None   # CUDA graphs: the measured fastest (15_bench)
-        return GuidedSampler(model, s.diffusion, cfg_scale, precision, compile, mode, clip_denoised=clip_denoised)
-    fn = FastModel(ClassifierFreeGuidance(model, cfg_scale) if cfg_scale != 1 else model, precision, compile)
-    return lambda z, y, progress=False: s.sample(fn, z.shape, z, model_kwargs=dict(y=y), device=z.device, progress=progress)
-
-@torch.no_grad()
-def generate(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, vae=None, progress=False, precision='fp32', compile=False):
-    "Images for class `labels` from `model` (guided if cfg_scale != 1), decoded by `vae` for latent models; bf16 or compile: the fast path."
-    device = next(model.parameters()).device
-    model.eval()
-    n, C, S = len(labels), model.in_channels, model.input_size
-    z = torch.randn(n, C, S, S, generator=torch.Generator().manual_seed(seed)).to(device)
-    y = torch.as_tensor(labels, device=device)
-    if precision == 'bf16' or compile:
-        x = fast_sampler(model, sampler, steps, cfg_scale, precision, compile, vae is None)(z, y, progress=progress)
-    else:
-        s = Sampler(create_diffusion("", learn_sigma=model.learn_sigma), sampler, steps, clip_denoised=vae is None)
-        fn = ClassifierFreeGuidance(model, cfg_scale) if cfg_scale != 1 else model
-        x = s.sample(fn, z.shape, z, model_kwargs=dict(y=y), device=device, progress=progress)
-    return decode_latents(vae, x) if vae is not None else x.clamp(-1, 1)
 
 # %% ../nbs/12_train.ipynb #2cc484e4
 def save_grid(x, path, nrow):
@@ -513,6 +444,7 @@ def save(self: Trainer):
 def sample(self: Trainer):
     "Save a grid of EMA samples (rank 0)."
     if self.rank == 0:
+        from dit_edu.sample import generate                       # sample.py imports this module: import on use
         labels = grid_labels(self.args.num_classes)
         x = generate(self.ema, labels, self.args.cfg_scale, vae=self.vae)
         save_grid(x, self.exp_dir/'samples'/f'{self.step:07d}.png', nrow=min(len(labels), self.args.num_classes, 16))

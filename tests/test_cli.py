@@ -9,12 +9,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from dit_edu.train import main as train_main, experiment_dir, save_checkpoint, run_cli, read_checkpoint
+from dit_edu.cli import run_cli
+from dit_edu.train import main as train_main, experiment_dir, save_checkpoint, read_checkpoint
 from dit_edu.sample import main as sample_main, main_ddp as sample_ddp_main, load_model, DEFAULT_CKPT
 from dit_edu.bench import main as bench_main
+from dit_edu.model import main as info_main
+from dit_edu.data import extract_main
 
 ROOT = Path(__file__).resolve().parents[1]
-MAINS = {'dit-train': train_main, 'dit-sample': sample_main, 'dit-sample-ddp': sample_ddp_main, 'dit-bench': bench_main}
+MAINS = {'dit-train': train_main, 'dit-sample': sample_main, 'dit-sample-ddp': sample_ddp_main, 'dit-bench': bench_main,
+         'dit-info': info_main, 'dit-extract': extract_main}
 TINY = ['--model', 'DiT-Nano/8', '--image-size', '32', '--global-batch-size', '8', '--max-steps', '2', '--ckpt-every', '1',
         '--log-every', '1', '--sample-every', '0', '--warmup-steps', '0', '--no-progress']
 
@@ -58,6 +62,7 @@ def files(tmp_path_factory):
                 missing=d / 'missing.pt', marker=d / 'MARKER', dir=d)
 
 
+EXTRACT = ['--data-path', '{missing}', '--out', 'lat']
 BAD = [  # (command, argv, what its one line must name); the classes: range, cross-flag, file
     ('dit-train', ['--global-batch-size', '0'], '--global-batch-size'),
     ('dit-train', ['--global-batch-size', 'x'], '--global-batch-size'),
@@ -107,6 +112,20 @@ BAD = [  # (command, argv, what its one line must name); the classes: range, cro
     ('dit-bench', ['--sample-steps', '0'], '--sample-steps'),
     ('dit-bench', ['--micro', '3'], '--micro'),
     ('dit-bench', ['--inductor', 'coordinate_descent_tuning'], '--inductor'),
+    ('dit-info', ['--image-size', '0'], '--image-size'),
+    ('dit-info', ['--image-size', 'x'], '--image-size'),
+    ('dit-info', ['--image-size', '36'], '--image-size'),                    # latents of 4.5 do not exist
+    ('dit-info', ['--image-size', '32'], '--image-size'),                    # 4x4 latents: no whole 8x8 patch for DiT-*/8
+    ('dit-info', ['--model', 'DiT-XL/2', '--image-size', '264'], '--image-size'),  # 33x33 latents, 2x2 patches
+    ('dit-info', ['--model', 'DiT-XXL/2'], '--model'),
+    ('dit-extract', [], '--data-path'),
+    ('dit-extract', EXTRACT + ['--batch-size', '0'], '--batch-size'),
+    ('dit-extract', EXTRACT + ['--num-workers', '-1'], '--num-workers'),
+    ('dit-extract', EXTRACT + ['--seed', '-1'], '--seed'),
+    ('dit-extract', EXTRACT + ['--image-size', '0'], '--image-size'),
+    ('dit-extract', EXTRACT + ['--image-size', '30'], '--image-size'),
+    ('dit-extract', EXTRACT, '--data-path'),                                 # no such folder
+    ('dit-extract', ['--data-path', '{dir}', '--out', 'lat'], '--data-path'),  # a folder without class subfolders of images
 ]
 
 
@@ -153,7 +172,8 @@ def test_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
 def test_console_scripts_exit_status():
     "The installed commands themselves: a user error exits 2 with one line, a success exits 0."
     runs = {('dit-train', '--global-batch-size', '0'): 2, ('dit-sample', '--cfg-scale', 'nan'): 2,
-            ('dit-sample-ddp', '--num-fid-samples', '0'): 2, ('dit-bench', '--steps', '0'): 2, ('dit-info',): 0}
+            ('dit-sample-ddp', '--num-fid-samples', '0'): 2, ('dit-bench', '--steps', '0'): 2, ('dit-info',): 0,
+            ('dit-info', '--image-size', '0'): 2, ('dit-extract', '--batch-size', '0'): 2}
     procs = {k: subprocess.Popen([_command(k[0]), *k[1:]], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for k in runs}
     for k, p in procs.items():

@@ -3,8 +3,8 @@ import copy
 import pytest, torch
 from dit_edu.model import DiT
 from dit_edu.diffusion import create_diffusion
-from dit_edu.fast import schedule_tables, fast_training_losses, make_train_step, GuidedSampler, make_optimizer
-from dit_edu.train import make_train_step as plain_train_step, update_ema
+from dit_edu.fast import schedule_tables, fast_training_losses, make_loss, set_memory_switches, GuidedSampler, make_optimizer
+from dit_edu.train import make_train_step, update_ema
 
 
 def golden_model(golden):
@@ -39,6 +39,12 @@ def batches(n=3):
              torch.randint(0, 1000, (4,), generator=g), torch.randn(4, 4, 8, 8, generator=g)) for _ in range(n)]
 
 
+def fast_step(model, diffusion, opt, ema, ema_decay, precision='bf16', compile=False, **switches):
+    "The step dit-train takes on CUDA: the trainer's step around the fast loss."
+    set_memory_switches(model, **switches)
+    return make_train_step(model, diffusion, opt, ema, ema_decay, loss_fn=make_loss(model, diffusion, precision, compile))
+
+
 def run(model, maker, data):
     m, d = copy.deepcopy(model).train(), create_diffusion('')
     e = copy.deepcopy(m)
@@ -52,8 +58,8 @@ def flat(m): return torch.cat([p.detach().flatten() for p in m.parameters()])
 def test_fast_step_equals_plain_step_fp32():
     """Three fp32 eager steps: same losses, weights and EMA as the plain (reference) step."""
     model, data = tiny(), batches()
-    fl, fm, fe = run(model, lambda *a: make_train_step(*a, precision='fp32', compile=False), data)
-    pl, pm, pe = run(model, plain_train_step, data)
+    fl, fm, fe = run(model, lambda *a: fast_step(*a, precision='fp32', compile=False), data)
+    pl, pm, pe = run(model, make_train_step, data)
     torch.testing.assert_close(fl, pl, rtol=1e-6, atol=0)
     torch.testing.assert_close(flat(fm), flat(pm), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(flat(fe), flat(pe), rtol=1e-5, atol=1e-6)
@@ -61,19 +67,19 @@ def test_fast_step_equals_plain_step_fp32():
 
 def test_bf16_step_tracks_fp32():
     model, data = tiny(), batches()
-    bl = run(model, lambda *a: make_train_step(*a, precision='bf16', compile=False), data)[0]
-    pl = run(model, plain_train_step, data)[0]
+    bl = run(model, lambda *a: fast_step(*a, precision='bf16', compile=False), data)[0]
+    pl = run(model, make_train_step, data)[0]
     assert ((bl - pl).abs() / pl).max() < 2e-2
 
 
 def test_bf16_residual_tracks_fp32_and_partial_checkpointing_is_exact():
     """fp32_residual=False stays within bf16 rounding of fp32; checkpointing the first block changes nothing in fp32."""
     model, data = tiny(), batches()
-    pl = run(model, plain_train_step, data)[0]
-    rl, rm, _ = run(model, lambda *a: make_train_step(*a, precision='bf16', compile=False, fp32_residual=False), data)
+    pl = run(model, make_train_step, data)[0]
+    rl, rm, _ = run(model, lambda *a: fast_step(*a, precision='bf16', compile=False, fp32_residual=False), data)
     assert not rm.fp32_residual and ((rl - pl).abs() / pl).max() < 2e-2
-    fl, fm, _ = run(model, lambda *a: make_train_step(*a, precision='fp32', compile=False), data)
-    cl, cm, _ = run(model, lambda *a: make_train_step(*a, precision='fp32', compile=False, checkpointing=1), data)
+    fl, fm, _ = run(model, lambda *a: fast_step(*a, precision='fp32', compile=False), data)
+    cl, cm, _ = run(model, lambda *a: fast_step(*a, precision='fp32', compile=False, checkpointing=1), data)
     assert cm.checkpointed_blocks() == 1
     torch.testing.assert_close(cl, fl, rtol=1e-6, atol=0)
     torch.testing.assert_close(flat(cm), flat(fm), rtol=1e-6, atol=1e-7)
@@ -123,8 +129,8 @@ def test_compiled_step_and_sampler_on_cpu():
     """torch.compile of model + loss (and of the sampler step) on a depth-1 model: the same numbers as the plain path."""
     torch._dynamo.reset()
     model, data = tiny(depth=1, hidden=32), batches(2)
-    cl = run(model, lambda *a: make_train_step(*a, precision='fp32', compile=True), data)[0]
-    pl = run(model, plain_train_step, data)[0]
+    cl = run(model, lambda *a: fast_step(*a, precision='fp32', compile=True), data)[0]
+    pl = run(model, make_train_step, data)[0]
     torch.testing.assert_close(cl, pl, rtol=1e-5, atol=1e-6)
     m = model.eval()
     with torch.no_grad(): m.final_layer.linear.weight.mul_(0.05)

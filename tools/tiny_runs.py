@@ -101,7 +101,8 @@ def blocks(args):
 
 
 def patch(args):
-    from dit_edu.train import generate, save_grid
+    from dit_edu.train import save_grid
+    from dit_edu.sample import generate
     logs, grids = [], []
     labels = list(range(10)) * 2
     for p in (4, 2):
