@@ -18,7 +18,8 @@ from .model import DiT_models, model_gflops
 from .diffusion import create_diffusion
 from .fast import make_loss, set_memory_switches, make_optimizer, GuidedSampler, choose_attention
 from .cli import Parser, ranged, UserError, run_cli
-from .train import make_ema, make_train_step
+from .training import make_ema
+from .train import make_train_step
 
 # %% ../nbs/15_bench.ipynb #a052476d
 def matmul_tflops(device, n=None, dtype=torch.bfloat16, iters=10):

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['CKPT_KEYS', 'TINY_DEFAULTS', 'PAPER_DEFAULTS', 'RESUME_OVERRIDES', 'step_randomness', 'drop_labels', 'flip_batch',
-           'make_ema', 'update_ema', 'make_train_step', 'save_checkpoint', 'remove_partial_checkpoints',
-           'read_checkpoint', 'ResumableSampler', 'get_parser', 'resolve_args', 'setup_distributed', 'build_model',
-           'model_config', 'experiment_dir', 'latest_checkpoint', 'save_grid', 'grid_labels', 'plot_losses', 'Trainer',
-           'tqdm_write', 'given_flags', 'resumed_args', 'train', 'main']
+           'make_train_step', 'save_checkpoint', 'remove_partial_checkpoints', 'read_checkpoint', 'ResumableSampler',
+           'get_parser', 'resolve_args', 'setup_distributed', 'build_model', 'model_config', 'experiment_dir',
+           'latest_checkpoint', 'save_grid', 'grid_labels', 'plot_losses', 'Trainer', 'tqdm_write', 'given_flags',
+           'resumed_args', 'train', 'main']
 
 # %% ../nbs/12_train.ipynb #a92c176f
 import argparse, copy, errno, json, os, random, shutil, sys, time, zipfile
@@ -20,6 +20,7 @@ from fastcore.basics import patch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .model import DiT, DiT_models, load_tensors
+from .training import make_ema, update_ema
 from .diffusion import create_diffusion
 from .cli import UserError, Parser, ranged, user_errors, run_cli
 from .data import make_dataset, detect_dataset, load_vae, encode_latents
@@ -44,16 +45,6 @@ def flip_batch(x, u):
     flip = u < 0.5
     if x.ndim == 5: return torch.where(flip[:, None, None, None], x[:, 1], x[:, 0])  # (N, C, H, W)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
-
-# %% ../nbs/12_train.ipynb #4201cfd3
-def make_ema(model):
-    "A frozen copy of `model` that will hold the moving average."
-    return copy.deepcopy(model).requires_grad_(False).eval()
-
-@torch.no_grad()
-def update_ema(ema_params, params, decay):
-    "ema <- decay * ema + (1 - decay) * p, for lists of tensors."
-    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
 
 # %% ../nbs/12_train.ipynb #2d736185
 def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision='fp32', compile=False, loss_fn=None):

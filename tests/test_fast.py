@@ -4,7 +4,8 @@ import pytest, torch
 from dit_edu.model import DiT
 from dit_edu.diffusion import create_diffusion
 from dit_edu.fast import schedule_tables, fast_training_losses, make_loss, set_memory_switches, GuidedSampler, make_optimizer
-from dit_edu.train import make_train_step, update_ema
+from dit_edu.train import make_train_step
+from dit_edu.training import update_ema
 
 
 def golden_model(golden):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dit_edu.cli import UserError
-from dit_edu.train import train, make_train_step, make_ema, step_randomness, read_checkpoint, save_checkpoint
+from dit_edu.training import make_ema
+from dit_edu.train import train, make_train_step, step_randomness, read_checkpoint, save_checkpoint
 from dit_edu.model import DiT_models
 from dit_edu.diffusion import create_diffusion
 
