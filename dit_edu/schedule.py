@@ -9,7 +9,6 @@ __all__ = ['linear_betas', 'cosine_alpha_bar', 'cosine_betas', 'get_named_beta_s
 import math
 import numpy as np
 import torch
-from fastcore.basics import patch
 
 # %% ../nbs/06_schedule.ipynb #051521a0
 def linear_betas(num_timesteps):
@@ -64,84 +63,70 @@ class NoiseSchedule:
         "Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) per timestep."
         return self.alphas_cumprod / (1.0 - self.alphas_cumprod)
 
-# %% ../nbs/06_schedule.ipynb #8a81d606
-@patch
-def _init_posterior(self:NoiseSchedule):
-    "Coefficients of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, Eq. 6-7)."
-    b, ab, ab_prev = self.betas, self.alphas_cumprod, self.alphas_cumprod_prev
-    self.posterior_variance = b * (1.0 - ab_prev) / (1.0 - ab)                     # beta-tilde_t, 0 at t = 0
-    # log(0) at t = 0 is replaced by the next value; a 1-step process has only beta to fall back on
-    pv = self.posterior_variance
-    self.posterior_log_variance_clipped = np.log(np.append(pv[1], pv[1:])) if len(pv) > 1 else np.log(b)
-    self.posterior_mean_coef1 = b * np.sqrt(ab_prev) / (1.0 - ab)                  # multiplies x_0
-    self.posterior_mean_coef2 = (1.0 - ab_prev) * np.sqrt(self.alphas) / (1.0 - ab)  # multiplies x_t
-    # the "fixed large" variance beta_t of a model that does not learn sigma; beta-tilde_1 at t = 0 (better decoder NLL)
-    self.fixed_large_variance = np.append(pv[1], b[1:]) if len(pv) > 1 else b
-    self.fixed_large_log_variance = np.log(self.fixed_large_variance)
+    def _init_posterior(self):
+        "Coefficients of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, Eq. 6-7)."
+        b, ab, ab_prev = self.betas, self.alphas_cumprod, self.alphas_cumprod_prev
+        self.posterior_variance = b * (1.0 - ab_prev) / (1.0 - ab)                     # beta-tilde_t, 0 at t = 0
+        # log(0) at t = 0 is replaced by the next value; a 1-step process has only beta to fall back on
+        pv = self.posterior_variance
+        self.posterior_log_variance_clipped = np.log(np.append(pv[1], pv[1:])) if len(pv) > 1 else np.log(b)
+        self.posterior_mean_coef1 = b * np.sqrt(ab_prev) / (1.0 - ab)                  # multiplies x_0
+        self.posterior_mean_coef2 = (1.0 - ab_prev) * np.sqrt(self.alphas) / (1.0 - ab)  # multiplies x_t
+        # the "fixed large" variance beta_t of a model that does not learn sigma; beta-tilde_1 at t = 0 (better decoder NLL)
+        self.fixed_large_variance = np.append(pv[1], b[1:]) if len(pv) > 1 else b
+        self.fixed_large_log_variance = np.log(self.fixed_large_variance)
 
-# %% ../nbs/06_schedule.ipynb #27a3b853
-@patch
-def check_timesteps(self:NoiseSchedule, t, x):
-    "`t` as a (N,) long tensor on x's device (an int is repeated N times); ValueError if out of range or mismatched."
-    N = x.shape[0]
-    if isinstance(t, (int, np.integer)): t = torch.full((N,), int(t), device=x.device)
-    if not torch.is_tensor(t) or t.ndim != 1 or t.is_floating_point():
-        raise ValueError(f"t must be an int or a 1-D integer tensor of timesteps, got {t!r}")
-    if t.shape[0] != N: raise ValueError(f"t has {t.shape[0]} timesteps but x has batch size {N}")
-    t = t.to(x.device)
-    if self._checked is not None and self._checked[0] is t and self._checked[1] == t._version: return t
-    lo, hi = int(t.min()), int(t.max())                                            # one host sync per new t
-    if lo < 0 or hi >= self.num_timesteps:
-        raise ValueError(f"timesteps must lie in [0, {self.num_timesteps - 1}], got values from {lo} to {hi}")
-    self.mark_checked(t)
-    return t
+    def check_timesteps(self, t, x):
+        "`t` as a (N,) long tensor on x's device (an int is repeated N times); ValueError if out of range or mismatched."
+        N = x.shape[0]
+        if isinstance(t, (int, np.integer)): t = torch.full((N,), int(t), device=x.device)
+        if not torch.is_tensor(t) or t.ndim != 1 or t.is_floating_point():
+            raise ValueError(f"t must be an int or a 1-D integer tensor of timesteps, got {t!r}")
+        if t.shape[0] != N: raise ValueError(f"t has {t.shape[0]} timesteps but x has batch size {N}")
+        t = t.to(x.device)
+        if self._checked is not None and self._checked[0] is t and self._checked[1] == t._version: return t
+        lo, hi = int(t.min()), int(t.max())                                            # one host sync per new t
+        if lo < 0 or hi >= self.num_timesteps:
+            raise ValueError(f"timesteps must lie in [0, {self.num_timesteps - 1}], got values from {lo} to {hi}")
+        self.mark_checked(t)
+        return t
 
-@patch
-def mark_checked(self:NoiseSchedule, t):
-    "Remember `t` as valid, so nested calls with the same (unmodified) tensor skip the range check's host sync."
-    self._checked = (t, t._version)
+    def mark_checked(self, t):
+        "Remember `t` as valid, so nested calls with the same (unmodified) tensor skip the range check's host sync."
+        self._checked = (t, t._version)
 
-# %% ../nbs/06_schedule.ipynb #1e8cd81a
-@patch
-def extract(self:NoiseSchedule, name, t, x):
-    "Rows `t` of schedule array `name` on x's device, as float32 (float64 for float64 x), shaped (N, 1, ...) like x."
-    key = (name, t.device)
-    table = self._device_cache.get(key)
-    if table is None:                                                              # first use on this device
-        arr = torch.from_numpy(getattr(self, name))
-        table = self._device_cache[key] = arr.to(t.device, torch.float32 if t.device.type == "mps" else None)
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return table[t].to(dtype).view(-1, *([1] * (x.ndim - 1)))                      # (N, 1, 1, 1)
+    def extract(self, name, t, x):
+        "Rows `t` of schedule array `name` on x's device, as float32 (float64 for float64 x), shaped (N, 1, ...) like x."
+        key = (name, t.device)
+        table = self._device_cache.get(key)
+        if table is None:                                                              # first use on this device
+            arr = torch.from_numpy(getattr(self, name))
+            table = self._device_cache[key] = arr.to(t.device, torch.float32 if t.device.type == "mps" else None)
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        return table[t].to(dtype).view(-1, *([1] * (x.ndim - 1)))                      # (N, 1, 1, 1)
 
-# %% ../nbs/06_schedule.ipynb #2c82b256
-@patch
-def q_sample(self:NoiseSchedule, x_start, t, noise=None):
-    "Draw x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (Ho et al. 2020, Eq. 4)."
-    if noise is None: noise = torch.randn_like(x_start)
-    if noise.shape != x_start.shape:
-        raise ValueError(f"noise shape {tuple(noise.shape)} differs from x_start shape {tuple(x_start.shape)}")
-    t = self.check_timesteps(t, x_start)
-    return (self.extract("sqrt_alphas_cumprod", t, x_start) * x_start
-            + self.extract("sqrt_one_minus_alphas_cumprod", t, x_start) * noise)
+    def q_sample(self, x_start, t, noise=None):
+        "Draw x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (Ho et al. 2020, Eq. 4)."
+        if noise is None: noise = torch.randn_like(x_start)
+        if noise.shape != x_start.shape:
+            raise ValueError(f"noise shape {tuple(noise.shape)} differs from x_start shape {tuple(x_start.shape)}")
+        t = self.check_timesteps(t, x_start)
+        return (self.extract("sqrt_alphas_cumprod", t, x_start) * x_start
+                + self.extract("sqrt_one_minus_alphas_cumprod", t, x_start) * noise)
 
-# %% ../nbs/06_schedule.ipynb #51ab779e
-@patch
-def q_posterior_mean_variance(self:NoiseSchedule, x_start, x_t, t):
-    "Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, Eq. 6-7)."
-    if x_start.shape != x_t.shape:
-        raise ValueError(f"x_start shape {tuple(x_start.shape)} differs from x_t shape {tuple(x_t.shape)}")
-    t = self.check_timesteps(t, x_t)
-    mean = self.extract("posterior_mean_coef1", t, x_t) * x_start + self.extract("posterior_mean_coef2", t, x_t) * x_t
-    return mean, self.extract("posterior_variance", t, x_t), self.extract("posterior_log_variance_clipped", t, x_t)
+    def q_posterior_mean_variance(self, x_start, x_t, t):
+        "Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, Eq. 6-7)."
+        if x_start.shape != x_t.shape:
+            raise ValueError(f"x_start shape {tuple(x_start.shape)} differs from x_t shape {tuple(x_t.shape)}")
+        t = self.check_timesteps(t, x_t)
+        mean = self.extract("posterior_mean_coef1", t, x_t) * x_start + self.extract("posterior_mean_coef2", t, x_t) * x_t
+        return mean, self.extract("posterior_variance", t, x_t), self.extract("posterior_log_variance_clipped", t, x_t)
 
-# %% ../nbs/06_schedule.ipynb #53bff918
-@patch
-def predict_xstart_from_eps(self:NoiseSchedule, x_t, t, eps):
-    "x_0 implied by x_t and a noise prediction: x_t / sqrt(alpha_bar_t) - sqrt(1/alpha_bar_t - 1) eps."
-    return self.extract("sqrt_recip_alphas_cumprod", t, x_t) * x_t - self.extract("sqrt_recipm1_alphas_cumprod", t, x_t) * eps
+    def predict_xstart_from_eps(self, x_t, t, eps):
+        "x_0 implied by x_t and a noise prediction: x_t / sqrt(alpha_bar_t) - sqrt(1/alpha_bar_t - 1) eps."
+        return self.extract("sqrt_recip_alphas_cumprod", t, x_t) * x_t - self.extract("sqrt_recipm1_alphas_cumprod", t, x_t) * eps
 
-@patch
-def predict_eps_from_xstart(self:NoiseSchedule, x_t, t, pred_xstart):
-    "The noise implied by x_t and an x_0 prediction (inverse of `predict_xstart_from_eps`)."
-    return ((self.extract("sqrt_recip_alphas_cumprod", t, x_t) * x_t - pred_xstart)
-            / self.extract("sqrt_recipm1_alphas_cumprod", t, x_t))
+    def predict_eps_from_xstart(self, x_t, t, pred_xstart):
+        "The noise implied by x_t and an x_0 prediction (inverse of `predict_xstart_from_eps`)."
+        return ((self.extract("sqrt_recip_alphas_cumprod", t, x_t) * x_t - pred_xstart)
+                / self.extract("sqrt_recipm1_alphas_cumprod", t, x_t))
