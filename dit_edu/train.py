@@ -23,6 +23,7 @@ from .model import DiT, DiT_models
 from .diffusion import create_diffusion
 from .sampling import Sampler, ClassifierFreeGuidance
 from .data import make_dataset, detect_dataset, load_vae, encode_latents, decode_latents
+from .video import VideoDiT_models
 
 # %% ../nbs/12_train.ipynb #3ac8a4be
 def step_randomness(seed, step, shape, num_timesteps, rank=0, world=1, device='cpu'):
@@ -130,9 +131,10 @@ def get_parser():
     p = argparse.ArgumentParser(prog='dit-train', description="Train a DiT. No arguments: a tiny DiT on Fashion-MNIST on this machine.")
     a = p.add_argument
     a('--data-path', default=None, help="Fashion-MNIST files, an ImageFolder (ImageNet layout) or dit-extract latents")
-    a('--dataset', default=None, choices=['fashion-mnist', 'imagefolder', 'latents'], help="default: guessed from --data-path")
+    a('--dataset', default=None, choices=['fashion-mnist', 'imagefolder', 'latents', 'moving-fmnist'],
+      help="default: guessed from --data-path; moving-fmnist: clips for the video DiT (16a_video_train)")
     a('--results-dir', default='results')
-    a('--model', default=None, choices=list(DiT_models))
+    a('--model', default=None, choices=list(DiT_models) + list(VideoDiT_models))
     a('--image-size', type=int, default=None)
     a('--num-classes', type=int, default=None)
     a('--epochs', type=int, default=None)
@@ -156,6 +158,9 @@ def get_parser():
     a('--grad-checkpointing', type=int, nargs='?', const=-1, default=None, metavar='K',
       help="recompute activations in backward to save memory: every block, or only the first K")
     a('--bf16-residual', action='store_true', default=None, help="keep the residual stream in bf16 under autocast (see 05_model)")
+    a('--num-frames', type=int, default=None, help="moving-fmnist: frames per clip")
+    a('--item-size', type=int, default=None, help="moving-fmnist: side of the moving item in pixels")
+    a('--init-from', default=None, help="moving-fmnist: image DiT weights for the spatial part ('shipped', a file, or 'none')")
     a('--resume', default=None, help="a checkpoint file, or a run folder (its latest checkpoint)")
     a('--device', default=None, help="default: cuda if available, else cpu")
     a('--cfg-scale', type=float, default=4.0, help="guidance scale of the sample grids")
@@ -167,6 +172,9 @@ def resolve_args(args):
     "Fill the data-dependent defaults (tiny Fashion-MNIST run or the paper's ImageNet setup)."
     args.dataset = args.dataset or detect_dataset(args.data_path)
     defaults = TINY_DEFAULTS if args.dataset == 'fashion-mnist' else PAPER_DEFAULTS
+    if args.dataset == 'moving-fmnist': from dit_edu.video_train import VIDEO_DEFAULTS as defaults   # 16a_video_train
+    elif any(getattr(args, k, None) is not None for k in ('num_frames', 'item_size', 'init_from')):
+        raise ValueError("--num-frames, --item-size and --init-from are for --dataset moving-fmnist")
     for k, v in defaults.items():
         if getattr(args, k) is None: setattr(args, k, v)
     g = args.grad_checkpointing                                  # -1 or True (older runs): every block
@@ -508,7 +516,10 @@ def train(argv=None):
         for k in RESUME_OVERRIDES:
             if getattr(args, k) is not None: setattr(saved, k, getattr(args, k))
         saved.resume, args = str(ckpt_path), saved
-    trainer = Trainer(resolve_args(args)).setup(ckpt, ckpt_path)
+    args = resolve_args(args)
+    if args.dataset == 'moving-fmnist': from dit_edu.video_train import VideoTrainer as trainer_class   # clips: 16a_video_train
+    else: trainer_class = Trainer
+    trainer = trainer_class(args).setup(ckpt, ckpt_path)
     try: trainer.fit()
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
