@@ -7,7 +7,7 @@ __all__ = ['VIDEO_VARIANTS', 'VideoDiT_models', 'patchify_clip', 'unpatchify_cli
            'VideoDiTFull', 'video_gflops', 'cost_table', 'init_from_image', 'video_config', 'is_video_config',
            'build_video', 'load_video', 'clips_to_uint8', 'clip_grid_frames', 'clip_gif_bytes', 'save_gif']
 
-# %% ../nbs/16_video.ipynb #6b03f59d
+# %% ../nbs/16_video.ipynb #e7e018f6
 import json
 from functools import partial
 from pathlib import Path
@@ -22,7 +22,7 @@ from .embeddings import TimestepEmbedder, LabelEmbedder
 from .blocks import DiTBlock, FinalLayer
 from .model import DiT, DiT_configs, forward_with_cfg, read_state_dict
 
-# %% ../nbs/16_video.ipynb #622e186a
+# %% ../nbs/16_video.ipynb #5898285a
 def patchify_clip(x, p):
     "(N, C, F, H, W) -> (N, F, T, p*p*C): each frame patchified as an image (row-major patches)."
     return rearrange(x, 'n c f (h p) (w q) -> n f (h w) (p q c)', p=p, q=p)
@@ -34,13 +34,13 @@ def unpatchify_clip(x, p, c):
         raise ValueError(f"cannot unpatchify clip tokens of shape {tuple(x.shape)} with p={p}, c={c}")
     return rearrange(x, 'n f (h w) (p q c) -> n c f (h p) (w q)', h=h, p=p, q=p, c=c)   # (N, C, F, H, W)
 
-# %% ../nbs/16_video.ipynb #ddedfe2c
+# %% ../nbs/16_video.ipynb #7e8c797d
 def get_temporal_embed(embed_dim, num_frames):
     "Fixed 1D sin-cos embedding (F, embed_dim) of the frame index, relative to frame 0 (whose row is zero)."
     pe = get_1d_sincos_pos_embed(embed_dim, np.arange(num_frames))      # (F, D)
     return pe - pe[:1]
 
-# %% ../nbs/16_video.ipynb #01bc134e
+# %% ../nbs/16_video.ipynb #4eba0c07
 class VideoDiT(nn.Module):
     """Diffusion transformer for clips (N, C, F, H, W): image patches per frame, spatial and temporal blocks in turn."""
     def __init__(self, input_size=32, num_frames=8, patch_size=4, in_channels=1, hidden_size=128, depth=4, num_heads=4,
@@ -65,14 +65,15 @@ class VideoDiT(nn.Module):
         x = self.embed(x)                                                    # (N*F, T, D)
         c = self.t_embedder(t) + self.y_embedder(y, self.training)           # (N, D)
         c_frame, c_place = c.repeat_interleave(F, 0), c.repeat_interleave(x.shape[1], 0)   # (N*F, D), (N*T, D)
+        when = self.temp_embed[:, :F]                                        # (1, F, D), seen by the temporal blocks only
         for spatial, temporal in zip(self.blocks, self.temporal_blocks):
             x = spatial(x, c_frame)                                          # attention within each frame
             x = rearrange(x, '(n f) t d -> (n t) f d', n=N)                  # (N*T, F, D)
-            x = temporal(x, c_place)                                         # attention across frames at each place
+            x = temporal(x + when, c_place) - when                           # attention across frames at each place
             x = rearrange(x, '(n t) f d -> (n f) t d', n=N)                  # (N*F, T, D)
         return self.head(x, c_frame, N)                                      # (N, C_out, F, H, W)
 
-# %% ../nbs/16_video.ipynb #87c0bbe1
+# %% ../nbs/16_video.ipynb #4fae5755
 @patch
 def check_inputs(self: VideoDiT, x, t, y):
     "(N, F) of a clip batch that fits this model, else a ValueError naming the problem."
@@ -85,11 +86,8 @@ def check_inputs(self: VideoDiT, x, t, y):
 
 @patch
 def embed(self: VideoDiT, x):
-    "Clips (N, C, F, H, W) -> tokens (N*F, T, D) with the 2D position and 1D frame embeddings added."
-    N, F = x.shape[0], x.shape[2]
-    x = self.x_embedder(rearrange(x, 'n c f h w -> (n f) c h w')) + self.pos_embed      # (N*F, T, D)
-    x = rearrange(x, '(n f) t d -> n f t d', n=N) + self.temp_embed[:, :F, None]         # (N, F, T, D)
-    return rearrange(x, 'n f t d -> (n f) t d')
+    "Clips (N, C, F, H, W) -> tokens (N*F, T, D): each frame patchified as an image, with the 2D position embedding."
+    return self.x_embedder(rearrange(x, 'n c f h w -> (n f) c h w')) + self.pos_embed   # (N*F, T, D)
 
 @patch
 def head(self: VideoDiT, x, c_frame, N):
@@ -97,7 +95,7 @@ def head(self: VideoDiT, x, c_frame, N):
     x = self.final_layer(x, c_frame)                                                       # (N*F, T, p*p*C_out)
     return unpatchify_clip(rearrange(x, '(n f) t k -> n f t k', n=N), self.patch_size, self.out_channels)
 
-# %% ../nbs/16_video.ipynb #d4839e02
+# %% ../nbs/16_video.ipynb #43dd7866
 @patch
 @torch.no_grad()
 def initialize_weights(self: VideoDiT):
@@ -118,7 +116,7 @@ def initialize_weights(self: VideoDiT):
 
 VideoDiT.forward_with_cfg = forward_with_cfg   # the image DiT's guidance works unchanged on (N, C, F, H, W)
 
-# %% ../nbs/16_video.ipynb #f195d5b3
+# %% ../nbs/16_video.ipynb #07025018
 class VideoDiTFull(VideoDiT):
     """VideoDiT with full space-time attention: every block attends over all F*T tokens of a clip (no temporal blocks)."""
     def __init__(self, *args, **kwargs):
@@ -128,13 +126,14 @@ class VideoDiTFull(VideoDiT):
     def forward(self, x, t, y):
         """x (N, C, F, H, W), t (N,), y (N,) -> (N, C_out, F, H, W)."""
         N, F = self.check_inputs(x, t, y)
-        x = rearrange(self.embed(x), '(n f) t d -> n (f t) d', n=N)          # (N, F*T, D)
+        x = rearrange(self.embed(x), '(n f) t d -> n f t d', n=N) + self.temp_embed[:, :F, None]   # (N, F, T, D)
+        x = rearrange(x, 'n f t d -> n (f t) d')                             # (N, F*T, D)
         c = self.t_embedder(t) + self.y_embedder(y, self.training)           # (N, D)
         for block in self.blocks: x = block(x, c)                            # attention over space and time at once
         x = rearrange(x, 'n (f t) d -> (n f) t d', f=F)                      # (N*F, T, D)
         return self.head(x, c.repeat_interleave(F, 0), N)
 
-# %% ../nbs/16_video.ipynb #4ea5bfc4
+# %% ../nbs/16_video.ipynb #b01aa019
 def video_gflops(model, num_frames=None):
     "Forward Gflops (multiply-adds) of one clip of `num_frames` (default: the model's) for a VideoDiT, counted on the meta device."
     F, dev = num_frames or model.num_frames, model.pos_embed.device              # meta: nothing is computed
@@ -154,7 +153,7 @@ def cost_table(frames=(1, 4, 8, 16, 32), sizes=(32, 64), patch_size=4, **kwargs)
             rows.append((S, F, F * (S // patch_size) ** 2, video_gflops(fact), video_gflops(full)))
     return rows
 
-# %% ../nbs/16_video.ipynb #7b3a6998
+# %% ../nbs/16_video.ipynb #c7729666
 def init_from_image(video, image_state_dict):
     "Copy the image DiT weights that fit (not the position embedding) into `video`; temporal blocks stay zero-gated. Returns the names copied."
     own = video.state_dict()
@@ -164,7 +163,7 @@ def init_from_image(video, image_state_dict):
     video.load_state_dict(take, strict=False)
     return sorted(take)
 
-# %% ../nbs/16_video.ipynb #e77337c3
+# %% ../nbs/16_video.ipynb #8ec0d23d
 VIDEO_VARIANTS = {'VideoDiT': VideoDiT, 'VideoDiTFull': VideoDiTFull}
 VideoDiT_models = {f'{v}-{name[4:]}': partial(cls, depth=c.depth, hidden_size=c.hidden_size, num_heads=c.num_heads,
                                              patch_size=c.patch_size)
@@ -189,7 +188,7 @@ def build_video(config):
     model.item_size = item_size
     return model
 
-# %% ../nbs/16_video.ipynb #3c38a592
+# %% ../nbs/16_video.ipynb #a3fd4379
 def load_video(path, device='cpu'):
     "A video model in eval mode from a .safetensors or a dit-train checkpoint of one."
     sd, config = read_state_dict(path)
@@ -198,7 +197,7 @@ def load_video(path, device='cpu'):
     model.load_state_dict(sd)
     return model.to(device).eval()
 
-# %% ../nbs/16_video.ipynb #ee789ed2
+# %% ../nbs/16_video.ipynb #8f24fd24
 def clips_to_uint8(x):
     "Clips (N, C, F, H, W) in [-1, 1] -> uint8 array (N, F, H, W, C)."
     return (x.float().clamp(-1, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
@@ -214,7 +213,7 @@ def clip_grid_frames(x, nrow=8, pad=2, scale=1):
         grid[:, pad + r * (H + pad): pad + r * (H + pad) + H, pad + c * (W + pad): pad + c * (W + pad) + W] = a[i]
     return grid.repeat(scale, 1).repeat(scale, 2)                             # (F, H', W', C)
 
-# %% ../nbs/16_video.ipynb #37a26225
+# %% ../nbs/16_video.ipynb #21950639
 def clip_gif_bytes(x, nrow=8, scale=2, fps=6):
     "An animated GIF (bytes, looping) of a grid of clips (N, C, F, H, W) in [-1, 1]."
     import io
