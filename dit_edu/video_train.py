@@ -7,7 +7,7 @@ __all__ = ['VIDEO_DEFAULTS', 'SHIPPED_IMAGE', 'SHIPPED_VIDEO', 'image_init_path'
            'generate_clips', 'save_clips', 'item_centres', 'crop_items', 'steady_axis', 'smooth_clip', 'score_clips',
            'evaluate_video_model', 'is_video_checkpoint', 'sample_video']
 
-# %% ../nbs/16a_video_train.ipynb #64182c29
+# %% ../nbs/16a_video_train.ipynb #61e9410b
 import json
 from pathlib import Path
 import numpy as np
@@ -23,7 +23,7 @@ from .train import Trainer, setup_distributed, make_ema, ResumableSampler, step_
     fast_sampler, grid_labels
 from .video import VideoDiT_models, video_config, is_video_config, init_from_image, load_video, save_gif, clips_to_uint8
 
-# %% ../nbs/16a_video_train.ipynb #f8d8d691
+# %% ../nbs/16a_video_train.ipynb #a6bedd80
 VIDEO_DEFAULTS = dict(model='VideoDiT-Nano/4', image_size=36, num_frames=8, item_size=28, num_classes=10, epochs=1000,
                       global_batch_size=8, lr=3e-4, warmup_steps=50, ema_decay=0.99, max_steps=540, num_workers=0,
                       log_every=20, ckpt_every=180, sample_every=540, init_from='shipped')
@@ -37,7 +37,7 @@ def image_init_path(init_from):
     if not path.is_file(): raise FileNotFoundError(f"--init-from {init_from}: no checkpoint at {path}")
     return path
 
-# %% ../nbs/16a_video_train.ipynb #8a478a8e
+# %% ../nbs/16a_video_train.ipynb #6d9fbd82
 class VideoTrainer(Trainer):
     "dit-train on Moving Fashion-MNIST clips with a VideoDiT (optionally started from an image DiT); the rest is `Trainer`."
     def __init__(self, args):
@@ -60,7 +60,7 @@ class VideoTrainer(Trainer):
         self.total_steps = args.epochs * self.steps_per_epoch if args.max_steps is None else min(args.max_steps, args.epochs * self.steps_per_epoch)
         self.step, self.loss_sum, self.loss_n = 0, 0.0, 0
 
-# %% ../nbs/16a_video_train.ipynb #7644cb07
+# %% ../nbs/16a_video_train.ipynb #c96fe694
 def build_video_model(args):
     "The video model of `args.model` for these clips, the same on every rank; image weights copied in if --init-from names them."
     torch.manual_seed(args.global_seed)
@@ -88,7 +88,7 @@ def sample(self: VideoTrainer):
         save_gif(generate_clips(self.ema, labels, self.args.cfg_scale), self.exp_dir/'samples'/f'{self.step:07d}.gif', nrow=10)
     if self.world > 1: torch.distributed.barrier()
 
-# %% ../nbs/16a_video_train.ipynb #999b6118
+# %% ../nbs/16a_video_train.ipynb #9ad5e0e1
 @torch.no_grad()
 def generate_clips(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, progress=False, precision='fp32', compile=False):
     "Clips (N, C, F, H, W) in [-1, 1] of class `labels` from a video model (guided if cfg_scale != 1)."
@@ -103,7 +103,7 @@ def generate_clips(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', se
     s = Sampler(create_diffusion("", learn_sigma=model.learn_sigma), sampler, steps)
     return s.sample(fn, z.shape, z, model_kwargs=dict(y=y), device=device, progress=progress).clamp(-1, 1)
 
-# %% ../nbs/16a_video_train.ipynb #186e17bb
+# %% ../nbs/16a_video_train.ipynb #bea87c00
 def save_clips(x, labels, out):
     "Write clips (N, C, F, H, W) to `out`: an animated .gif grid or an .npz with arr_0 (uint8 NFHWC) and labels."
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def save_clips(x, labels, out):
     else: raise ValueError(f"--out for a video model must end in .gif or .npz, got {out.name}")
     return out
 
-# %% ../nbs/16a_video_train.ipynb #bc4b5470
+# %% ../nbs/16a_video_train.ipynb #fed16c85
 def item_centres(clips, threshold=-0.6):
     "Centre (N, F, 2) as (row, col) of the bounding box of the pixels above `threshold` in each frame, and (N, F) whether any are."
     mask = clips[:, 0] > threshold                                                     # (N, F, H, W)
@@ -133,7 +133,7 @@ def crop_items(clips, centres, item_size, size=28):
     crops = padded[torch.arange(N)[:, None, None, None], torch.arange(Fr)[None, :, None, None], rows, cols]   # (N, F, s, s)
     return F.interpolate(crops.reshape(N * Fr, 1, s, s), size=(size, size), mode='bilinear', antialias=True)
 
-# %% ../nbs/16a_video_train.ipynb #1ebaa23e
+# %% ../nbs/16a_video_train.ipynb #63ea4bb4
 def steady_axis(d, tol=1.5, max_turns=3):
     "Whether one axis's steps d (F-1,) are steady: no step faster than median + tol, at most `max_turns` turns, slow steps only at a turn or an end."
     speed = d.abs(); m = speed.median()
@@ -150,7 +150,7 @@ def smooth_clip(centres, tol=1.5, min_speed=0.5, max_step=5.5):
     step = d.norm(dim=-1)
     return bool(step.median() >= min_speed and (step <= max_step).all() and all(steady_axis(d[:, i], tol) for i in range(2)))
 
-# %% ../nbs/16a_video_train.ipynb #313e6859
+# %% ../nbs/16a_video_train.ipynb #6ca79f87
 def score_clips(clips, labels, item_size, clf=None, agree=0.75):
     "Frames right, one item and smooth shares (see the text) for clips (N, 1, F, H, W) of class `labels`."
     from dit_edu.classifier import load_classifier, predict
@@ -165,7 +165,7 @@ def score_clips(clips, labels, item_size, clf=None, agree=0.75):
                 all_frames_agree=(same == 1).float().mean().item(), smooth=smooth.float().mean().item(), n_clips=N,
                 per_class={FASHION_CLASSES[c]: (pred[labels.cpu() == c] == c).float().mean().item() for c in labels.unique().tolist()})
 
-# %% ../nbs/16a_video_train.ipynb #16a6ed51
+# %% ../nbs/16a_video_train.ipynb #9ec1ac35
 def evaluate_video_model(model, n_per_class=10, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, item_size=24, batch_size=50, **fast):
     "Section-5 scores of `n_per_class` clips per class from a video model; returns (scores, clips, labels)."
     labels = torch.arange(model.num_classes).repeat_interleave(n_per_class)
@@ -174,7 +174,7 @@ def evaluate_video_model(model, n_per_class=10, cfg_scale=4.0, steps=20, sampler
     scores = score_clips(clips, labels, item_size)
     return scores | dict(cfg_scale=cfg_scale, steps=steps, sampler=sampler, seed=seed, n_per_class=n_per_class), clips, labels
 
-# %% ../nbs/16a_video_train.ipynb #891ac699
+# %% ../nbs/16a_video_train.ipynb #0f16ca47
 def is_video_checkpoint(path):
     "Whether `path` holds a video model (its stored config says so)."
     return path is not None and is_video_config(read_state_dict(path)[1])
