@@ -93,7 +93,7 @@ def test_dit_sample_writes_gif_and_npz(run6, tmp_path):
         r = subprocess.run(base + ['--out', str(tmp_path / out)], env=_env(), capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]
     z = np.load(tmp_path / 'clips.npz')
-    assert z['arr_0'].shape == (3, 2, 32, 32, 1) and z['arr_0'].dtype == np.uint8 and z['labels'].tolist() == [3, 7, 1]
+    assert z['arr_0'].shape == (3, 2, 36, 36, 1) and z['arr_0'].dtype == np.uint8 and z['labels'].tolist() == [3, 7, 1]
     gif = [np.array(f.convert('L')) for f in ImageSequence.Iterator(Image.open(tmp_path / 'clips.gif'))]
     assert len(gif) == 2 and not np.array_equal(gif[0], gif[1])
 
