@@ -6,7 +6,7 @@
 __all__ = ['FASHION_DIR', 'FASHION_FILES', 'FASHION_CLASSES', 'VAE_SCALE', 'VAE_HUB', 'read_idx', 'find_fashion_mnist',
            'FashionMNIST', 'center_crop_arr', 'imagefolder_dataset', 'load_vae', 'encode_latents', 'decode_latents',
            'tiny_vae_config', 'extract_latents', 'LatentDataset', 'extract', 'extract_main', 'detect_dataset',
-           'make_dataset']
+           'make_dataset', 'bounce_path', 'MovingFashionMNIST']
 
 # %% ../nbs/10_data.ipynb #9f00da03
 import gzip, json, os, struct, sys
@@ -227,3 +227,39 @@ def make_dataset(kind, data_path=None, image_size=32, train=True):
     if kind == 'imagefolder': return imagefolder_dataset(data_path, image_size)
     if kind == 'latents': return LatentDataset(data_path)
     raise ValueError(f"unknown dataset {kind!r}; expected 'fashion-mnist', 'imagefolder' or 'latents'")
+
+# %% ../nbs/10_data.ipynb #dcbede8e
+def bounce_path(start, velocity, num_frames, span):
+    "Positions (F, 2) of a point starting at `start` (2,) moving `velocity` (2,) px per frame, reflected at 0 and `span`."
+    p = start[None] + velocity[None] * torch.arange(num_frames, dtype=start.dtype)[:, None]   # (F, 2) unfolded
+    p = torch.remainder(p, 2 * span)
+    return torch.where(p > span, 2 * span - p, p)
+
+# %% ../nbs/10_data.ipynb #f67803e8
+class MovingFashionMNIST(Dataset):
+    "Clips (1, F, S, S) in [-1, 1] of one Fashion-MNIST item (resized to s px) bouncing on a black canvas; label = class."
+    def __init__(self, data_path=None, train=True, num_frames=8, canvas_size=32, item_size=24, seed=0, speed=(1.0, 3.0),
+                 download=True):
+        if item_size < 16 or canvas_size < 32 or item_size >= canvas_size:
+            raise ValueError(f"need item_size >= 16, canvas_size >= 32 and item_size < canvas_size, got {item_size}, {canvas_size}")
+        if num_frames < 1: raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+        img_f, lab_f = find_fashion_mnist(data_path, train, download)
+        self.labels = read_idx(lab_f).long()                                        # (N,)
+        x = read_idx(img_f).float().div(127.5).sub(1).unsqueeze(1)                   # (N, 1, 28, 28) in [-1, 1]
+        self.items = torch.nn.functional.interpolate(x, size=(item_size, item_size), mode='bilinear', antialias=True)
+        self.num_frames, self.canvas_size, self.item_size, self.seed, self.speed = num_frames, canvas_size, item_size, seed, speed
+        self.classes = FASHION_CLASSES
+    def __len__(self): return len(self.labels)
+    def trajectory(self, i):
+        "Top-left corners (F, 2) as (row, col) of clip `i`: a function of (i, seed) only."
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(i))
+        start = torch.rand(2, generator=g, dtype=torch.float64) * (self.canvas_size - self.item_size)
+        speed = self.speed[0] + (self.speed[1] - self.speed[0]) * torch.rand((), generator=g, dtype=torch.float64)
+        angle = 2 * torch.pi * torch.rand((), generator=g, dtype=torch.float64)         # any direction
+        velocity = speed * torch.stack([torch.sin(angle), torch.cos(angle)])          # (2,) px per frame
+        return bounce_path(start, velocity, self.num_frames, self.canvas_size - self.item_size).round().long()
+    def __getitem__(self, i):
+        s = self.item_size
+        clip = torch.full((1, self.num_frames, self.canvas_size, self.canvas_size), -1.0)   # (C, F, H, W), black
+        for f, (r, c) in enumerate(self.trajectory(i).tolist()): clip[0, f, r:r + s, c:c + s] = self.items[i, 0]
+        return clip, self.labels[i]

@@ -105,6 +105,9 @@ def sample_parser(prog='dit-sample'):
     p.add_argument('--sampler', default='dpm++2m', choices=SAMPLERS)
     p.add_argument('--seed', type=ranged(int, 0), default=0)
     p.add_argument('--ckpt', default=None, help="a .safetensors, a dit-train checkpoint or a reference .pt")
+    p.add_argument('--shipped', default=None, choices=['image', 'video'],
+                   help="without --ckpt: the shipped image DiT (the default) or the shipped video DiT (clips: 16a_video_train)")
+    p.add_argument('--item-size', type=ranged(int, 16), default=None, help="video --eval: item size of the clips (default: the checkpoint's)")
     p.add_argument('--device', default=None)
     p.add_argument('--precision', default='auto', choices=['auto', 'fp32', 'bf16'], help="auto: bf16 autocast on CUDA, fp32 on a CPU")
     p.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None,
@@ -149,6 +152,10 @@ def sample(argv=None):
     p.add_argument('--out', default='sample.png', help="a .png grid or an .npz (arr_0 uint8 NHWC, labels)")
     p.add_argument('--eval', type=ranged(int, 0), default=0, metavar='N', help="Fashion-MNIST: score N samples per class (accuracy, FID) and print JSON")
     a = p.parse_args(argv)
+    if a.ckpt and a.shipped: raise UserError("give --ckpt or --shipped, not both")
+    from dit_edu.video_train import is_video_checkpoint, sample_video
+    with user_errors('--ckpt'): video = a.shipped == 'video' or is_video_checkpoint(a.ckpt)
+    if video: return sample_video(a)   # clips: 16a_video_train
     check_sample_args(a)
     device = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     torch.manual_seed(a.seed)

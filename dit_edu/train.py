@@ -24,6 +24,7 @@ from .training import make_ema, update_ema
 from .diffusion import create_diffusion
 from .cli import UserError, Parser, ranged, user_errors, run_cli
 from .data import make_dataset, detect_dataset, load_vae, encode_latents
+from .video import VideoDiT_models
 
 # %% ../nbs/12_train.ipynb #3ac8a4be
 def step_randomness(seed, step, shape, num_timesteps, rank=0, world=1, device='cpu'):
@@ -137,9 +138,10 @@ def get_parser():
     p = Parser(prog='dit-train', description="Train a DiT. No arguments: a tiny DiT on Fashion-MNIST on this machine.")
     a, count, whole = p.add_argument, ranged(int, 1), ranged(int, 0)
     a('--data-path', default=None, help="Fashion-MNIST files, an ImageFolder (ImageNet layout) or dit-extract latents")
-    a('--dataset', default=None, choices=['fashion-mnist', 'imagefolder', 'latents'], help="default: guessed from --data-path")
+    a('--dataset', default=None, choices=['fashion-mnist', 'imagefolder', 'latents', 'moving-fmnist'],
+      help="default: guessed from --data-path; moving-fmnist: clips for the video DiT (16a_video_train)")
     a('--results-dir', default='results')
-    a('--model', default=None, choices=list(DiT_models))
+    a('--model', default=None, choices=list(DiT_models) + list(VideoDiT_models))
     a('--image-size', type=count, default=None)
     a('--num-classes', type=count, default=None)
     a('--epochs', type=count, default=None)
@@ -163,6 +165,9 @@ def get_parser():
     a('--grad-checkpointing', type=ranged(int, -1), nargs='?', const=-1, default=None, metavar='K',
       help="recompute activations in backward to save memory: every block (-1), or only the first K")
     a('--bf16-residual', action='store_true', default=None, help="keep the residual stream in bf16 under autocast (see 05_model)")
+    a('--num-frames', type=count, default=None, help="moving-fmnist: frames per clip")
+    a('--item-size', type=count, default=None, help="moving-fmnist: side of the moving item in pixels")
+    a('--init-from', default=None, help="moving-fmnist: image DiT weights for the spatial part ('shipped', a file, or 'none')")
     a('--resume', default=None, help="a checkpoint file, or a run folder (its latest checkpoint); the run keeps its checkpoint's "
       "flags except " + ', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDES) + ", which may be given again")
     a('--device', default=None, help="default: cuda if available, else cpu")
@@ -175,6 +180,9 @@ def resolve_args(args):
     "Fill the data-dependent defaults (tiny Fashion-MNIST run or the paper's ImageNet setup); UserError for flags that do not fit."
     with user_errors('--data-path'): args.dataset = args.dataset or detect_dataset(args.data_path)
     defaults = TINY_DEFAULTS if args.dataset == 'fashion-mnist' else PAPER_DEFAULTS
+    if args.dataset == 'moving-fmnist': from dit_edu.video_train import VIDEO_DEFAULTS as defaults   # 16a_video_train
+    elif any(getattr(args, k, None) is not None for k in ('num_frames', 'item_size', 'init_from')):
+        raise UserError("--num-frames, --item-size and --init-from are for --dataset moving-fmnist")
     for k, v in defaults.items():
         if getattr(args, k) is None: setattr(args, k, v)
     g = args.grad_checkpointing                                  # -1 or True (older runs): every block
@@ -553,7 +561,10 @@ def train(argv=None):
         with user_errors('--resume'):
             ckpt_path = latest_checkpoint(args.resume); ckpt = read_checkpoint(ckpt_path)
         args = resumed_args(argv, ckpt['args'], ckpt_path)
-    trainer = Trainer(resolve_args(args)).setup(ckpt, args.resume)
+    args = resolve_args(args)
+    if args.dataset == 'moving-fmnist': from dit_edu.video_train import VideoTrainer as trainer_class   # clips: 16a_video_train
+    else: trainer_class = Trainer
+    trainer = trainer_class(args).setup(ckpt, args.resume)
     try: trainer.fit()
     finally:
         if dist.is_initialized(): dist.destroy_process_group()

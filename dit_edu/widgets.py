@@ -6,7 +6,7 @@
 __all__ = ['SAMPLER_STEPS', 'SAMPLER_METHODS', 'to_uint8', 'upscale', 'png_bytes', 'image_grid', 'heat_rgb', 'schedule_plot',
            'NoisingExplorer', 'fashion_images', 'noising_explorer', 'DenoisingExplorer', 'sample_trajectory',
            'attention_maps', 'overlay', 'outline', 'AttentionExplorer', 'as_model', 'class_names_for',
-           'denoising_explorer', 'attention_explorer']
+           'denoising_explorer', 'attention_explorer', 'clip_trajectory', 'ClipPlayer', 'clip_player']
 
 # %% ../nbs/14_widgets.ipynb #5dbe13bd
 import io, math, time
@@ -371,3 +371,90 @@ def attention_explorer(checkpoint=None, images=None, labels=None, noise_schedule
         if model.in_channels != 1: raise ValueError(f"this model takes {model.in_channels} channels; pass `images` (N, {model.in_channels}, H, W) it can read")
         images, labels = fashion_images(image_size=model.input_size)
     return AttentionExplorer(model, images, labels, class_names_for(model), NoiseSchedule(get_named_beta_schedule(noise_schedule, 1000)))
+
+# %% ../nbs/14_widgets.ipynb #14ff2dfb
+from .video import load_video, clips_to_uint8
+
+@torch.no_grad()
+def clip_trajectory(model, y, cfg_scale=4.0, steps=20, seed=0, n=2, progress=None):
+    "Sample `n` clips of class `y` with DPM-Solver++; each step as {'t', 'x_t', 'pred_x0'} (n, C, F, H, W), then the clips."
+    dev = next(model.parameters()).device
+    chain = Sampler(create_diffusion('', learn_sigma=model.learn_sigma), 'dpm++2m', steps)
+    guided = model if cfg_scale == 1.0 else ClassifierFreeGuidance(model, cfg_scale)
+    shape = (n, model.in_channels, model.num_frames, model.input_size, model.input_size)   # (N, C, F, H, W)
+    z = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dev)
+    frames = []
+    for i, s in enumerate(chain.progressive(guided, shape, z, dict(y=torch.full((n,), y, device=dev)))):
+        frames.append(dict(t=int(s.t), x_t=s.x_t.cpu(), pred_x0=s.pred_xstart.cpu()))
+        if progress: progress(i + 1)
+    return frames + [dict(t='final', x_t=s.sample.clamp(-1, 1).cpu(), pred_x0=s.sample.clamp(-1, 1).cpu())]
+
+# %% ../nbs/14_widgets.ipynb #844309ce
+class ClipPlayer(W.VBox):
+    "Generate clips of a class, play them (frame slider, play button) and scrub their denoising (t slider)."
+    def __init__(self, trajectory_fn, class_names, num_frames, n=2, scale=5):
+        # trajectory_fn(y, cfg_scale, steps, seed, n, progress) -> [{'t', 'x_t', 'pred_x0'}, ...] of clips
+        self.trajectory_fn, self.class_names, self.scale, self.n, self.frames = trajectory_fn, list(class_names), scale, n, []
+        self.cls = W.Dropdown(options=self.class_names, description='class')
+        self.cfg = W.FloatSlider(value=4.0, min=1.0, max=10.0, step=0.5, description='guidance')
+        self.seed = W.IntText(0, description='seed', layout=W.Layout(width='160px'))
+        self.button = W.Button(description='Generate', button_style='primary', icon='play')
+        self.progress = W.IntProgress(0, 0, 20, description='sampling', bar_style='info')
+        self.play = W.Play(0, 0, num_frames - 1, interval=200, description='play')
+        self.frame = W.IntSlider(0, 0, num_frames - 1, description='frame')
+        W.jslink((self.play, 'value'), (self.frame, 'value'))              # playing runs in the browser
+        self.t = W.IntSlider(0, 0, 0, description='t step', layout=W.Layout(width='420px'))
+        self.xt_img, self.x0_img, self.info = _img_widget(), _img_widget(), W.HTML('press Generate')
+        super().__init__([W.HBox([self.cls, self.cfg, self.seed]), W.HBox([self.button, self.progress]),
+                          W.HBox([self.play, self.frame]), self.t, self.info,
+                          W.HBox([_titled('x_t', self.xt_img), _titled('predicted x_0', self.x0_img)])])
+        self.add_class('dit-explorer'); self.add_class('dit-clip-player')    # CSS hooks for the browser test
+        for w, name in [(self.frame, 'frame'), (self.t, 't'), (self.xt_img, 'xt'), (self.x0_img, 'x0'), (self.info, 'info'),
+                        (self.button, 'generate'), (self.seed, 'seed'), (self.progress, 'progress'), (self.play, 'play')]:
+            w.add_class(f'dit-clip-{name}')
+        self.button.on_click(lambda b: self.generate())
+        self.frame.observe(self._render, 'value'); self.t.observe(self._render, 'value')
+
+# %% ../nbs/14_widgets.ipynb #88633bfc
+@patch
+def generate(self: ClipPlayer):
+    "Sample once, then pre-render every (step, frame) so that both sliders only swap pictures; shows the finished clip."
+    self.button.disabled, self.progress.value, self.progress.bar_style = True, 0, 'info'
+    t0, self.made = time.perf_counter(), (self.cls.value, self.cfg.value, int(self.seed.value))
+    def progress(i): self.progress.value = i
+    try:
+        steps = self.trajectory_fn(self.class_names.index(self.cls.value), self.cfg.value, self.progress.max, int(self.seed.value),
+                                   self.n, progress)
+        self.frames = [dict(t=s['t'], xt=self._pngs(s['x_t']), x0=self._pngs(s['pred_x0'])) for s in steps]
+    finally:
+        self.button.disabled = False
+    self.progress.bar_style, self.seconds = 'success', time.perf_counter() - t0
+    with self.t.hold_trait_notifications(): self.t.max = len(self.frames) - 1; self.t.value = self.t.max
+    self._render()
+    return self
+
+@patch
+def _pngs(self: ClipPlayer, x):
+    "Clips (n, C, F, H, W) -> one PNG per frame, the n clips side by side."
+    a = clips_to_uint8(x)                                                   # (n, F, H, W, C)
+    return [png_bytes(image_grid(a[:, f, ..., 0] if a.shape[-1] == 1 else a[:, f], pad=2), self.scale) for f in range(a.shape[1])]
+
+@patch
+def _render(self: ClipPlayer, change=None):
+    "Show the pre-rendered frame of the t step picked by the sliders."
+    if not self.frames: return
+    s, f = self.frames[self.t.value], self.frame.value
+    self.xt_img.value, self.x0_img.value = s['xt'][f], s['x0'][f]
+    cls, cfg, seed = self.made
+    self.info.value = (f"frame {f + 1} of {len(s['xt'])}, step {self.t.value} of {len(self.frames) - 1}, t = {s['t']} &nbsp; "
+                       f"({cls}, guidance {cfg:g}, seed {seed}; sampled in {self.seconds:.1f} s)")
+
+# %% ../nbs/14_widgets.ipynb #400135b8
+def clip_player(checkpoint=None, n=2):
+    "A ClipPlayer of a video DiT: `checkpoint` (a model or a path; default: the shipped video model)."
+    if isinstance(checkpoint, torch.nn.Module): model = checkpoint.eval()
+    else:
+        from dit_edu.video_train import SHIPPED_VIDEO
+        model = load_video(checkpoint or SHIPPED_VIDEO)
+    def trajectory(y, cfg_scale, steps, seed, n, progress): return clip_trajectory(model, y, cfg_scale, steps, seed, n, progress)
+    return ClipPlayer(trajectory, class_names_for(model), model.num_frames, n=n)

@@ -2,8 +2,10 @@
 
 Starts JupyterLab on 127.0.0.1 (free port, temporary config/data/runtime dirs), opens a copy of the
 notebook (outputs cleared), runs all cells, moves a slider of each explorer (denoising step, noising t,
-attention query) and checks that the rendered image changes, presses Generate with a new seed and waits
-for the sampler to finish, and checks that no cell raised and no widget failed to display.
+attention query, the clip player's frame and t step) and checks that the rendered image changes, presses
+Generate with a new seed and waits for the sampler to finish (denoising explorer and clip player), presses
+the clip player's play button and checks that the clip plays, and checks that no cell raised and no widget
+failed to display.
 Screenshots go to artifacts/widgets_browser/ (gitignored). Skips only when chromium is not installed.
 """
 import json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request
@@ -19,7 +21,9 @@ CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-
                  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
 # (slider css class, image css class) pairs the test moves; the classes are set by dit_edu.widgets
 SLIDERS = [s.split(':') for s in os.environ.get('DIT_WIDGETS_SLIDERS',
-           'dit-denoise-step:dit-denoise-xt,dit-noising-t:dit-noising-xt,dit-attn-col:dit-attn-map').split(',')]
+           'dit-denoise-step:dit-denoise-xt,dit-noising-t:dit-noising-xt,dit-attn-col:dit-attn-map,'
+           'dit-clip-frame:dit-clip-xt,dit-clip-t:dit-clip-x0').split(',')]
+CLIP_PLAYER = os.environ.get('DIT_WIDGETS_CLIP_PLAYER', '1') == '1'   # the video DiT's clip player (appended to 14_widgets)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 
@@ -183,13 +187,41 @@ def test_widgets_browser(lab):
             wait_for(lambda: 'final' in page.locator('.dit-denoise-info').last.text_content(), 30, 'the last step (the samples)')
             explorer = gen.locator('xpath=ancestor::div[contains(@class, "dit-explorer")][1]')
             explorer.screenshot(path=str(ARTIFACTS / f'{len(SLIDERS) + 1:02d}_generate_after.png'))
+            if CLIP_PLAYER: timings['clip_generate_s'] = check_clip_player(page)
             text = page.locator('.jp-Notebook').text_content()
             assert 'Error displaying widget' not in text
             page.screenshot(path=str(ARTIFACTS / '99_final.png'))
             (ARTIFACTS / 'timings.json').write_text(json.dumps(
                 {'run_all_s': round(t_run, 1), 'total_s': round(time.time() - t_start, 1),
                  'generate_s': round(timings.pop('generate_s'), 1),
+                 'clip_generate_s': round(timings.pop('clip_generate_s', float('nan')), 1),
                  'slider_to_new_image_ms': {k: round(v) for k, v in timings.items()}}, indent=1))
         finally:
             page.screenshot(path=str(ARTIFACTS / 'last_state.png'))
             browser.close()
+
+
+def check_clip_player(page):
+    "Generate a clip with a new seed (new pictures, full progress bar), then press play and see the frame change; returns seconds."
+    gen = page.locator('.dit-clip-generate').last
+    gen.scroll_into_view_if_needed()
+    img = page.locator('.dit-clip-x0').last
+    src0 = img.get_attribute('src')
+    seed = page.locator('.dit-clip-seed input').last
+    seed.fill(str(int(seed.input_value()) + 1)); seed.press('Enter')
+    t0 = time.time()
+    gen.click()
+    wait_for(lambda: img.get_attribute('src') != src0 and not gen.is_disabled(), 180, 'the clip player to generate', 0.2)
+    seconds = time.time() - t0
+    bar = page.locator('.dit-clip-progress .progress-bar').last
+    assert 'width: 100%' in (bar.get_attribute('style') or ''), bar.get_attribute('style')
+    assert 'final' in page.locator('.dit-clip-info').last.text_content()
+    frame = page.locator('.dit-clip-frame').last
+    seen = {slider_value(frame)}
+    src_seen = {img.get_attribute('src')}
+    page.locator('.dit-clip-play button').first.click()                   # the Play widget's play button
+    wait_for(lambda: (seen.add(slider_value(frame)), src_seen.add(img.get_attribute('src')))
+             and len(seen) >= 3 and len(src_seen) >= 3, 20, 'the clip to play (frames 1, 2, 3, ...)', 0.05)
+    explorer = gen.locator('xpath=ancestor::div[contains(@class, "dit-explorer")][1]')
+    explorer.screenshot(path=str(ARTIFACTS / 'clip_player_playing.png'))
+    return seconds
