@@ -1,4 +1,4 @@
-"""The explorers of nbs/14_widgets.ipynb in a real browser: JupyterLab 4 + Chromium driven by Playwright.
+"""The explorers of nbs/24_widgets.ipynb in a real browser: JupyterLab 4 + Chromium driven by Playwright.
 
 Starts JupyterLab on 127.0.0.1 (free port, temporary config/data/runtime dirs), opens a copy of the
 notebook (outputs cleared), runs all cells, moves a slider of each explorer (denoising step, noising t,
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = Path(os.environ.get('DIT_WIDGETS_NB', ROOT / 'nbs' / '14_widgets.ipynb'))
+NOTEBOOK = Path(os.environ.get('DIT_WIDGETS_NB', ROOT / 'nbs' / '24_widgets.ipynb'))
 ARTIFACTS = Path(os.environ.get('DIT_ARTIFACTS', ROOT / 'artifacts')) / 'widgets_browser'
 CHROMIUM = os.environ.get('CHROMIUM') or shutil.which('chromium') or shutil.which('chromium-browser')
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
@@ -23,7 +23,7 @@ CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-
 SLIDERS = [s.split(':') for s in os.environ.get('DIT_WIDGETS_SLIDERS',
            'dit-denoise-step:dit-denoise-xt,dit-noising-t:dit-noising-xt,dit-attn-col:dit-attn-map,'
            'dit-clip-frame:dit-clip-xt,dit-clip-t:dit-clip-x0').split(',')]
-CLIP_PLAYER = os.environ.get('DIT_WIDGETS_CLIP_PLAYER', '1') == '1'   # the video DiT's clip player (appended to 14_widgets)
+CLIP_PLAYER = os.environ.get('DIT_WIDGETS_CLIP_PLAYER', '1') == '1'   # the video DiT's clip player (appended to 24_widgets)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 
