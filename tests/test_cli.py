@@ -15,16 +15,13 @@ from dit_edu.sample import main as sample_main, main_ddp as sample_ddp_main, loa
 from dit_edu.bench import main as bench_main
 from dit_edu.model import main as info_main
 from dit_edu.data import extract_main
+from conftest import ROOT, child_env as _env
 
-ROOT = Path(__file__).resolve().parents[1]
 MAINS = {'dit-train': train_main, 'dit-sample': sample_main, 'dit-sample-ddp': sample_ddp_main, 'dit-bench': bench_main,
          'dit-info': info_main, 'dit-extract': extract_main}
 TINY = ['--model', 'DiT-Nano/8', '--image-size', '32', '--global-batch-size', '8', '--max-steps', '2', '--ckpt-every', '1',
         '--log-every', '1', '--sample-every', '0', '--warmup-steps', '0', '--no-progress']
 
-
-def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', ''), OMP_NUM_THREADS='1')
 
 
 def _command(name):

@@ -10,15 +10,11 @@ from dit_edu.training import make_ema
 from dit_edu.train import train, make_train_step, step_randomness, read_checkpoint, save_checkpoint
 from dit_edu.model import DiT_models
 from dit_edu.diffusion import create_diffusion
+from conftest import ROOT, RUN, child_env as _env
 
 TINY = ['--model', 'DiT-Nano/8', '--image-size', '32', '--global-batch-size', '8', '--log-every', '5', '--sample-every', '0', '--no-progress',
         '--warmup-steps', '3']
-ROOT = Path(__file__).resolve().parents[1]
-RUN = "import sys; from dit_edu.train import main; sys.exit(main(sys.argv[1:]))"
 
-
-def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', ''), OMP_NUM_THREADS='1')
 
 
 def _ckpt(run_dir, step):

@@ -10,15 +10,11 @@ from PIL import Image, ImageSequence
 from dit_edu.train import train, read_checkpoint
 from dit_edu.video import load_video
 from dit_edu.video_train import SHIPPED_VIDEO
+from conftest import ROOT, RUN, child_env as _env
 
 VIDEO = ['--dataset', 'moving-fmnist', '--num-frames', '2', '--global-batch-size', '4', '--log-every', '3', '--no-progress',
          '--warmup-steps', '2']
-ROOT = Path(__file__).resolve().parents[1]
-RUN = "import sys; from dit_edu.train import main; sys.exit(main(sys.argv[1:]))"
 
-
-def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', ''), OMP_NUM_THREADS='1')
 
 
 def _same(a, b):
