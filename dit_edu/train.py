@@ -188,7 +188,7 @@ def resolve_args(args):
     g = args.grad_checkpointing                                  # -1 or True (older runs): every block
     args.grad_checkpointing = -1 if g is True or g == -1 else int(g or 0)
     args.bf16_residual = bool(args.bf16_residual)
-    p, pixels = int(args.model.split('/')[-1]), args.dataset == 'fashion-mnist'
+    p, pixels = int(args.model.split('/')[-1]), args.dataset in ('fashion-mnist', 'moving-fmnist')
     if args.dataset != 'latents' and args.image_size % (p if pixels else 8 * p):
         raise UserError(f"--image-size {args.image_size}: must be a multiple of {p if pixels else 8 * p} for {args.model} "
                         f"(patch size {p}{'' if pixels else ' on latents 8 times smaller'})")
