@@ -169,16 +169,7 @@ def test_widgets_browser(lab):
                 assert img.screenshot() != png0, f'the rendered image did not change when {slider_cls} moved {v0} -> {v1}'
                 (explorer if explorer.count() else img).screenshot(path=str(ARTIFACTS / f'{k + 1:02d}_{slider_cls}_after.png'))
             # the Generate button: a new seed, one sampler run in the kernel, the progress bar full, new pictures
-            gen = page.locator('.dit-denoise-generate').last
-            gen.scroll_into_view_if_needed()
-            x0_img = page.locator('.dit-denoise-x0').last
-            src0 = x0_img.get_attribute('src')
-            seed = page.locator('.dit-denoise-seed input').last
-            seed.fill(str(int(seed.input_value()) + 1)); seed.press('Enter')
-            t0 = time.time()
-            gen.click()
-            wait_for(lambda: x0_img.get_attribute('src') != src0 and not gen.is_disabled(), 120, 'Generate to finish', 0.2)
-            timings['generate_s'] = time.time() - t0
+            gen, timings['generate_s'] = press_generate(page, 'dit-denoise', 120)
             bar = page.locator('.dit-denoise-progress .progress-bar').last
             assert bar.get_attribute('style') and 'width: 100%' in bar.get_attribute('style'), bar.get_attribute('style')
             step = page.locator('.dit-denoise-step').last
@@ -201,18 +192,24 @@ def test_widgets_browser(lab):
             browser.close()
 
 
-def check_clip_player(page):
-    "Generate a clip with a new seed (new pictures, full progress bar), then press play and see the frame change; returns seconds."
-    gen = page.locator('.dit-clip-generate').last
+def press_generate(page, prefix, timeout):
+    "Give the `prefix` widget a new seed and press its Generate; wait for a new picture. Returns (button, seconds)."
+    gen = page.locator(f'.{prefix}-generate').last
     gen.scroll_into_view_if_needed()
-    img = page.locator('.dit-clip-x0').last
+    img = page.locator(f'.{prefix}-x0').last
     src0 = img.get_attribute('src')
-    seed = page.locator('.dit-clip-seed input').last
+    seed = page.locator(f'.{prefix}-seed input').last
     seed.fill(str(int(seed.input_value()) + 1)); seed.press('Enter')
     t0 = time.time()
     gen.click()
-    wait_for(lambda: img.get_attribute('src') != src0 and not gen.is_disabled(), 180, 'the clip player to generate', 0.2)
-    seconds = time.time() - t0
+    wait_for(lambda: img.get_attribute('src') != src0 and not gen.is_disabled(), timeout, f'{prefix} Generate to finish', 0.2)
+    return gen, time.time() - t0
+
+
+def check_clip_player(page):
+    "Generate a clip with a new seed (new pictures, full progress bar), then press play and see the frame change; returns seconds."
+    gen, seconds = press_generate(page, 'dit-clip', 180)
+    img = page.locator('.dit-clip-x0').last
     bar = page.locator('.dit-clip-progress .progress-bar').last
     assert 'width: 100%' in (bar.get_attribute('style') or ''), bar.get_attribute('style')
     assert 'final' in page.locator('.dit-clip-info').last.text_content()
