@@ -52,11 +52,12 @@ def fast_sampler(model, sampler, steps, cfg_scale, precision, compile, clip_deno
 
 @torch.no_grad()
 def generate(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, vae=None, progress=False, precision='fp32', compile=False):
-    "Images for class `labels` from `model` (guided if cfg_scale != 1), decoded by `vae` for latent models; bf16 or compile: the fast path."
+    "Images (clips for a video model) for class `labels` from `model` (guided if cfg_scale != 1), decoded by `vae` for latent models; bf16 or compile: the fast path."
     device = next(model.parameters()).device
     model.eval()
-    n, C, S = len(labels), model.in_channels, model.input_size
-    z = torch.randn(n, C, S, S, generator=torch.Generator().manual_seed(seed)).to(device)
+    frames = (model.num_frames,) if hasattr(model, 'num_frames') else ()   # a video model samples clips
+    shape = (len(labels), model.in_channels, *frames, model.input_size, model.input_size)   # (N, C, [F,] H, W)
+    z = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
     y = torch.as_tensor(labels, device=device)
     if precision == 'bf16' or compile:
         x = fast_sampler(model, sampler, steps, cfg_scale, precision, compile, vae is None)(z, y, progress=progress)

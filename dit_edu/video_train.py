@@ -18,11 +18,10 @@ import dit_edu
 from .model import read_state_dict
 from .data import MovingFashionMNIST, FASHION_CLASSES
 from .diffusion import create_diffusion
-from .sampling import Sampler, ClassifierFreeGuidance
 from .cli import UserError
 from .training import make_ema
 from .train import Trainer, setup_distributed, ResumableSampler, step_randomness, drop_labels, grid_labels
-from .sample import fast_sampler
+from .sample import generate
 from .video import VideoDiT_models, video_config, is_video_config, init_from_image, load_video, save_gif, clips_to_uint8
 
 # %% ../nbs/31_video_train.ipynb #a6bedd80
@@ -93,17 +92,8 @@ def sample(self: VideoTrainer):
 # %% ../nbs/31_video_train.ipynb #9ad5e0e1
 @torch.no_grad()
 def generate_clips(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, progress=False, precision='fp32', compile=False):
-    "Clips (N, C, F, H, W) in [-1, 1] of class `labels` from a video model (guided if cfg_scale != 1)."
-    device = next(model.parameters()).device
-    model.eval()
-    z = torch.randn(len(labels), model.in_channels, model.num_frames, model.input_size, model.input_size,
-                    generator=torch.Generator().manual_seed(seed)).to(device)                 # (N, C, F, H, W)
-    y = torch.as_tensor(labels, device=device)
-    if precision == 'bf16' or compile:
-        return fast_sampler(model, sampler, steps, cfg_scale, precision, compile, True)(z, y, progress=progress).clamp(-1, 1)
-    fn = ClassifierFreeGuidance(model, cfg_scale) if cfg_scale != 1 else model
-    s = Sampler(create_diffusion("", learn_sigma=model.learn_sigma), sampler, steps)
-    return s.sample(fn, z.shape, z, model_kwargs=dict(y=y), device=device, progress=progress).clamp(-1, 1)
+    "Clips (N, C, F, H, W) in [-1, 1] of class `labels` from a video model: `generate` of 23_sample, which samples the model's shape."
+    return generate(model, labels, cfg_scale, steps, sampler, seed, progress=progress, precision=precision, compile=compile)
 
 # %% ../nbs/31_video_train.ipynb #bea87c00
 def save_clips(x, labels, out):
