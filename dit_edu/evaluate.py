@@ -206,7 +206,7 @@ def check_eval_args(a):
             if n is not None and n < need: raise UserError(f"{name} has {n} images: {m} needs at least {need}")
     if a.save_stats and not a.save_stats.endswith('.npz'): raise UserError(f"--save-stats {a.save_stats}: must end in .npz")
     if a.save_stats and 'images' not in ref: raise UserError("--save-stats: REF is already a statistics file")
-    with user_errors('--network'): path = inception_path(a.network)
+    with user_errors('--network' if a.network else 'Inception weights'): path = inception_path(a.network)
     sha1 = file_sha1(path)
     if 'network_sha1' in ref and str(ref['network_sha1']) != sha1:       # a stats file we wrote says how it was made
         raise UserError(f"REF {a.ref} was made with the network of sha1 {ref['network_sha1']}, not {sha1}")
