@@ -6,17 +6,16 @@
 __all__ = ['fmnist_vae_config', 'latent_side', 'vae_loss', 'latent_scale', 'reconstruction_error', 'vae_parser', 'check_vae_args',
            'train_vae', 'main']
 
-# %% ../nbs/11_latent.ipynb #3f3b8970
+# %% ../nbs/11_latent.ipynb #83cfe9be
 import json, math, time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .cli import Parser, ranged, UserError, user_errors, run_cli
 from .data import FashionMNIST
 
-# %% ../nbs/11_latent.ipynb #0c019d7b
+# %% ../nbs/11_latent.ipynb #e26bbc9a
 def fmnist_vae_config(latent_channels=4, block_out_channels=(16, 32, 32), image_size=32):
     "AutoencoderKL kwargs for 1-channel images: each block after the first halves the side (32 px -> 8 px)."
     n = len(block_out_channels)
@@ -29,7 +28,7 @@ def latent_side(config):
     "Side of the latent for the config's `sample_size` images."
     return config['sample_size'] // 2 ** (len(config['block_out_channels']) - 1)
 
-# %% ../nbs/11_latent.ipynb #37477ab4
+# %% ../nbs/11_latent.ipynb #b54482ad
 def vae_loss(vae, x, kl_weight=1e-3, generator=None):
     "(loss, L1, KL per latent element) of a batch (N, 1, H, W) in [-1, 1]: reconstruction + kl_weight * KL."
     post = vae.encode(x).latent_dist
@@ -38,7 +37,7 @@ def vae_loss(vae, x, kl_weight=1e-3, generator=None):
     kl = post.kl().mean() / z[0].numel()                         # diffusers sums KL over (C, h, w)
     return rec + kl_weight * kl, rec, kl
 
-# %% ../nbs/11_latent.ipynb #7b99173a
+# %% ../nbs/11_latent.ipynb #5db5ed1c
 @torch.no_grad()
 def latent_scale(vae, x, batch_size=500):
     "1 / std of posterior samples of images `x`: the factor that gives unit-variance latents (SD: 0.18215)."
@@ -56,7 +55,7 @@ def reconstruction_error(vae, x, batch_size=500):
     l1, mse = l1 / x.numel(), mse / x.numel()
     return dict(l1=l1, mse=mse, psnr=10 * math.log10(4 / mse))   # the range 2 of [-1, 1] squared is 4
 
-# %% ../nbs/11_latent.ipynb #0ee10d6e
+# %% ../nbs/11_latent.ipynb #d3cc5241
 def vae_parser():
     "dit-train-vae's flags; every number states its range."
     p = Parser(prog='dit-train-vae', description="Train a small AutoencoderKL on Fashion-MNIST.")
@@ -89,7 +88,7 @@ def check_vae_args(a):
     out = Path(a.out)
     if out.exists() and not out.is_dir(): raise UserError(f"--out {out}: exists and is not a folder")
 
-# %% ../nbs/11_latent.ipynb #9a61227c
+# %% ../nbs/11_latent.ipynb #1678848e
 def train_vae(argv=None):
     "Run dit-train-vae with the command-line arguments `argv`; returns the trained VAE (also saved to --out)."
     from diffusers import AutoencoderKL
