@@ -144,7 +144,7 @@ def _steps(a): return a.num_sampling_steps or dict(ddpm=250, ddim=50).get(a.samp
 
 def run_args(ckpt):
     "The dit-train flags stored with `ckpt` (.safetensors metadata or a checkpoint's args); None if absent."
-    from .model import load_tensors
+    from dit_edu.model import load_tensors
     path = Path(ckpt) if ckpt else DEFAULT_CKPT
     if path.suffix == '.safetensors':
         from safetensors import safe_open
