@@ -33,7 +33,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['dit_edu', 'dit_edu.*']),
     include_package_data=True,
-    package_data={'dit_edu': ['assets/*']},
+    package_data={'dit_edu': ['assets/*', 'assets/*/*']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'eval': eval_requirements},
     python_requires='>=' + cfg['min_python'],

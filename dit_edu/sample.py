@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_CKPT', 'OUT_SUFFIXES', 'load_model', 'fast_sampler', 'generate', 'evaluate_model', 'to_uint8_nhwc',
-           'save_samples', 'sample_parser', 'max_dpm_steps', 'check_sample_args', 'sample', 'main', 'sample_ddp',
-           'main_ddp']
+           'save_samples', 'sample_parser', 'max_dpm_steps', 'check_sample_args', 'run_args', 'sample', 'main',
+           'sample_ddp', 'main_ddp']
 
 # %% ../nbs/23_sample.ipynb #7f120435
 import argparse, functools, json, math, os
@@ -68,11 +68,13 @@ def generate(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, 
     return decode_latents(vae, x) if vae is not None else x.clamp(-1, 1)
 
 # %% ../nbs/23_sample.ipynb #0c7ea67f
-def evaluate_model(model, n_per_class=100, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, batch_size=500, **fast):
+def evaluate_model(model, n_per_class=100, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, batch_size=500,
+                   vae=None, **fast):
     "Class accuracy and classifier-feature FID of class-conditional samples of a Fashion-MNIST DiT."
     from dit_edu.classifier import evaluate_samples, load_classifier
     labels = torch.arange(model.num_classes).repeat_interleave(n_per_class)
-    xs = [generate(model, lab.tolist(), cfg_scale, steps, sampler, seed + i, **fast) for i, lab in enumerate(labels.split(batch_size))]
+    xs = [generate(model, lab.tolist(), cfg_scale, steps, sampler, seed + i, vae, **fast)
+          for i, lab in enumerate(labels.split(batch_size))]
     x = torch.cat(xs)
     res = evaluate_samples(x, labels, load_classifier(device=x.device))
     return res | dict(cfg_scale=cfg_scale, steps=steps, sampler=sampler), x
@@ -98,7 +100,8 @@ def save_samples(x, labels, out):
 def sample_parser(prog='dit-sample'):
     p = Parser(prog=prog, description="Sample from a DiT checkpoint (default: the shipped Fashion-MNIST model).")
     p.add_argument('--model', default=None, choices=list(DiT_models), help="with --image-size: for a plain state dict without config")
-    p.add_argument('--vae', default='ema', help="'ema', 'mse' or a local AutoencoderKL folder (latent models)")
+    p.add_argument('--vae', default=None, help="latent models: 'ema', 'mse', 'fmnist' or a local "
+                   "AutoencoderKL folder (default: the one the checkpoint's run recorded, else 'ema')")
     p.add_argument('--image-size', type=ranged(int, 8), default=None, help="with --model, for a plain state dict (latent size = image size / 8)")
     p.add_argument('--num-classes', type=ranged(int, 1), default=None, help="with --model: the state dict's classes (default 1000)")
     p.add_argument('--cfg-scale', type=ranged(float, 0), default=4.0)
@@ -139,10 +142,23 @@ def _fast_args(a, device):
 
 def _steps(a): return a.num_sampling_steps or dict(ddpm=250, ddim=50).get(a.sampler, 20)
 
+def run_args(ckpt):
+    "The dit-train flags stored with `ckpt` (.safetensors metadata or a checkpoint's args); None if absent."
+    from dit_edu.model import load_tensors
+    path = Path(ckpt) if ckpt else DEFAULT_CKPT
+    if path.suffix == '.safetensors':
+        from safetensors import safe_open
+        with safe_open(str(path), framework='pt') as f: args = (f.metadata() or {}).get('args')
+    else: args = load_tensors(path).get('args')
+    return json.loads(args) if isinstance(args, str) else args
+
 def _load(a, device):
-    "The model and VAE dit-sample's flags ask for; UserError naming --ckpt or --vae."
-    with user_errors('--ckpt'): model = load_model(a.ckpt, device, a.model, a.image_size, a.num_classes)
-    with user_errors('--vae'): vae = load_vae(a.vae, device) if model.in_channels == 4 else None
+    "The model and VAE dit-sample's flags ask for (a latent run's own VAE); UserError naming --ckpt or --vae."
+    with user_errors('--ckpt'):
+        model, args = load_model(a.ckpt, device, a.model, a.image_size, a.num_classes), run_args(a.ckpt)
+    args = args if isinstance(args, dict) and 'dataset' in args else {}   # a reference checkpoint: no flags
+    latent = args['dataset'] in ('latents', 'imagefolder') if args else model.in_channels == 4
+    with user_errors('--vae'): vae = load_vae(a.vae or args.get('vae') or 'ema', device) if latent else None
     return model, vae
 
 # %% ../nbs/23_sample.ipynb #92814f98
@@ -165,7 +181,8 @@ def sample(argv=None):
     labels = a.class_labels or (list(range(model.num_classes)) * 2 if model.num_classes <= 16 else [207, 360, 387, 974, 88, 979, 417, 279])
     if max(labels) >= model.num_classes: raise UserError(f"--class-labels must lie in [0, {model.num_classes - 1}], got {labels}")
     if a.eval:
-        res, _ = evaluate_model(model, a.eval, a.cfg_scale, _steps(a), a.sampler, a.seed, precision=precision, compile=compile)
+        res, _ = evaluate_model(model, a.eval, a.cfg_scale, _steps(a), a.sampler, a.seed, vae=vae,
+                                precision=precision, compile=compile)
         print(json.dumps(res, indent=1)); return res
     x = generate(model, labels, a.cfg_scale, _steps(a), a.sampler, a.seed, vae, precision=precision, compile=compile)
     out = save_samples(x, labels, a.out)

@@ -278,7 +278,13 @@ class Trainer:
         n_labels = len(labels) if isinstance(labels, list) else int(max(labels)) + 1 if len(labels) else 0
         if n_labels > args.num_classes: raise UserError(f"--num-classes {args.num_classes}: the data has {n_labels} classes; must be >= {n_labels}")
         with user_errors('--vae'): self.vae = load_vae(args.vae, self.device) if args.dataset == 'imagefolder' else None
+        latent_vae = args.dataset == 'latents' and self.dataset.meta.get('vae')   # decodes them (dit-extract)
+        if latent_vae: args.vae = latent_vae                                       # kept in the checkpoints
+        with user_errors('--vae'):                                                 # for the sample grids
+            grid_vae = latent_vae and args.sample_every
+            self.decoder = self.vae or (load_vae(latent_vae, self.device) if grid_vae else None)
         C, S = (1, args.image_size) if args.dataset == 'fashion-mnist' else (4, args.image_size // 8)
+        if self.vae is not None: C = self.vae.config.latent_channels
         if args.dataset == 'latents': C, S = self.dataset.meta['shape'][0], self.dataset.meta['shape'][-1]
         self.model = build_model(args, C, S).to(self.device)
         if args.compile is None: args.compile = self.device.type == 'cuda'
@@ -445,7 +451,7 @@ def sample(self: Trainer):
     if self.rank == 0:
         from dit_edu.sample import generate                       # sample.py imports this module: import on use
         labels = grid_labels(self.args.num_classes)
-        x = generate(self.ema, labels, self.args.cfg_scale, vae=self.vae)
+        x = generate(self.ema, labels, self.args.cfg_scale, vae=self.decoder)
         save_grid(x, self.exp_dir/'samples'/f'{self.step:07d}.png', nrow=min(len(labels), self.args.num_classes, 16))
     if self.world > 1: dist.barrier()
 
@@ -455,7 +461,8 @@ def next_batch(self: Trainer, x, y):
     "Move a batch to the device and apply this step's flips, label dropout and (ImageFolder) VAE encoding."
     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
     shape = (self.args.global_batch_size,) + (x.shape[2:] if x.ndim == 5 else x.shape[1:])  # (G, C, H, W)
-    if self.vae is not None: shape = shape[:1] + (4, shape[2] // 8, shape[3] // 8)            # the latent's shape
+    if self.vae is not None:                                                       # the latent's shape
+        shape = shape[:1] + (self.vae.config.latent_channels, shape[2] // 8, shape[3] // 8)
     t, noise, u_drop, u_flip = step_randomness(self.args.global_seed, self.step, shape, self.diffusion.num_timesteps,
                                                self.rank, self.world, self.device)
     x, y = flip_batch(x, u_flip), drop_labels(y, u_drop, self.drop_prob, self.args.num_classes)
