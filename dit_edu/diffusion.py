@@ -122,11 +122,12 @@ class GaussianDiffusion(NoiseSchedule):
         if isinstance(out, tuple): out = out[0]
         return hybrid_loss(self, out, x_start, x_t, t, noise, self.mean_type, self.var_type, self.loss_type)
 
-    def p_sample(self, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None):
+    def p_sample(self, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None, noise=None):
         "One ancestral step x_t -> x_{t-1} ~ p(x_{t-1} | x_t) (DDPM Alg. 2): dict with 'sample' and 'pred_xstart'."
         out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
+        if noise is None: noise = torch.randn_like(x)
         nonzero = (t != 0).to(x.dtype).view(-1, *([1] * (x.ndim - 1)))              # (N, 1, 1, 1): no noise at t = 0
-        sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * torch.randn_like(x)
+        sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
         return dict(sample=sample, pred_xstart=out["pred_xstart"])
 
     def ddim_sample(self, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None, eta=0.0):
@@ -155,7 +156,6 @@ class GaussianDiffusion(NoiseSchedule):
             indices = tqdm(indices)
         for i in indices:
             t = torch.full((img.shape[0],), i, device=img.device, dtype=torch.long)
-            self.mark_checked(t)                                                    # valid by construction: no sync
             with torch.no_grad(): out = step_fn(model, img, t, **kwargs)
             yield Step(i, int(self.timestep_map[i]), img, out["pred_xstart"], out["sample"])
             img = out["sample"]

@@ -55,11 +55,13 @@ class LabelEmbedder(nn.Module):
         hi = self.embedding_table.num_embeddings - 1
         if labels.ndim != 1 or labels.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"labels y must be an integer tensor of shape (N,), got {labels.dtype} {tuple(labels.shape)}")
-        # value checks read the tensor back to the host: done on the CPU only, so a GPU step never syncs
+        # values are read back to the host only on the CPU outside torch.compile, so a GPU step never syncs
         # (there an out-of-range label still stops the run, with CUDA's device-side assert)
-        if labels.device.type == 'cpu' and labels.numel() and (labels.min() < 0 or labels.max() > hi):
+        if labels.device.type != "cpu" or torch.compiler.is_compiling() or not labels.numel(): return
+        lo, hi_seen = int(labels.min()), int(labels.max())
+        if lo < 0 or hi_seen > hi:
             null = f" ({hi} is the null class)" if hi == self.num_classes else " (no null class: class_dropout_prob is 0)"
-            raise ValueError(f"labels must lie in [0, {hi}]{null}, got min {labels.min().item()} max {labels.max().item()}")
+            raise ValueError(f"labels must lie in [0, {hi}]{null}, got min {lo} max {hi_seen}")
 
     def forward(self, labels, train, force_drop_ids=None):
         self.check(labels)
