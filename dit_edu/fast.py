@@ -87,7 +87,7 @@ def _attention_context(attention):
 # %% ../nbs/22a_fast.ipynb #d7c61beb
 def make_loss(model, diffusion, precision="bf16", compile=True, attention="default", compile_mode=None,
               compile_options=None):
-    "loss_fn(x, y, t, noise) -> mean loss: the network in `precision` and `training_losses`, compiled as one graph."
+    "loss_fn(x, y, t, noise) -> mean loss: network (in `precision`) and `training_losses` as one graph."
     fast_model = FastModel(model, precision, compile=False)          # compiled below, together with the loss
     def loss_fn(x, y, t, noise):
         return diffusion.training_losses(fast_model, x, t, dict(y=y), noise)["loss"].mean()
@@ -116,7 +116,8 @@ class GuidedSampler:
     "DDPM ancestral sampling with classifier-free guidance; each step is one compiled call."
     def __init__(self, model, diffusion, cfg_scale=4.0, precision="bf16", compile=True, compile_mode=None,
                  clip_denoised=False, attention="default", bf16_weights=False):
-        if bf16_weights and not _check_precision(precision): raise ValueError("bf16_weights needs precision='bf16'")
+        if bf16_weights and not _check_precision(precision):
+            raise ValueError("bf16_weights needs precision='bf16'")
         if bf16_weights: model = copy.deepcopy(model).to(torch.bfloat16)   # no per-step weight casts
         self.guided = FastModel(ClassifierFreeGuidance(model, cfg_scale), precision, compile=False)
         self.diffusion, self.clip, self.attention = diffusion, clip_denoised, attention
@@ -127,14 +128,16 @@ class GuidedSampler:
     @torch.no_grad()
     def _step(self, x, t, y, z):
         "x_t (n, C, H, W), step indices t (n,), labels y (n,), noise z -> x_{t-1}."
-        return self.diffusion.p_sample(self.guided, x, t, self.clip, model_kwargs=dict(y=y), noise=z)["sample"]
+        return self.diffusion.p_sample(self.guided, x, t, self.clip, model_kwargs=dict(y=y),
+                                       noise=z)["sample"]
 
     @torch.no_grad()
     def __call__(self, z, y, noise_fn=None, progress=False):
-        "Samples (n, C, H, W) from x_T = z for labels y (n,); noise_fn(i, like): step i's noise (default: randn)."
-        if z.shape[0] != y.shape[0]: raise ValueError(f"z has {z.shape[0]} samples but y has {y.shape[0]} labels")
+        "Samples (n, C, H, W) from x_T = z for labels y (n,); noise_fn(i, like): step i's noise (or randn)."
+        if z.shape[0] != y.shape[0]:
+            raise ValueError(f"z has {z.shape[0]} samples but y has {y.shape[0]} labels")
         x, y, n, T = z.to(self.device, torch.float32), y.to(self.device), z.shape[0], self.num_steps
-        ts = torch.arange(T, device=self.device).repeat_interleave(n).view(T, n)      # (T, n): row i is step i
+        ts = torch.arange(T, device=self.device).repeat_interleave(n).view(T, n)  # (T, n): row i is step i
         steps = range(T - 1, -1, -1)
         if progress:
             from tqdm.auto import tqdm
@@ -144,5 +147,5 @@ class GuidedSampler:
                 noise = torch.randn_like(x) if noise_fn is None else noise_fn(i, x)
                 if self.cuda_graphs: torch.compiler.cudagraph_mark_step_begin()
                 x = self.step(x, ts[i], y, noise)
-                if self.cuda_graphs: x = x.clone()                  # the graph overwrites its output next step
+                if self.cuda_graphs: x = x.clone()  # the graph overwrites its output next step
         return x
