@@ -36,7 +36,8 @@ class DiTBlock(nn.Module):
 
     def init_weights(self):
         """Zero the whole modulation layer (all six outputs, as the reference): the block is the identity."""
-        nn.init.zeros_(self.adaLN_modulation[-1].weight); nn.init.zeros_(self.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.adaLN_modulation[-1].bias)
 
     def forward(self, x, c):
         mods = self.adaLN_modulation(c).chunk(6, dim=1)                     # six (N, D) vectors
@@ -125,7 +126,8 @@ class FinalLayer(nn.Module):
     def init_weights(self):
         """Zero the modulation and the output projection: the untrained model outputs 0."""
         for lin in (self.adaLN_modulation[-1], self.linear):
-            nn.init.zeros_(lin.weight); nn.init.zeros_(lin.bias)
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
 
     def forward(self, x, c):
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)

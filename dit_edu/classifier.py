@@ -19,12 +19,14 @@ from .data import FashionMNIST, FASHION_CLASSES
 
 # %% ../nbs/21_classifier.ipynb #68ff7309
 class FashionClassifier(nn.Module):
-    "A small CNN for (N, 1, 32, 32) Fashion-MNIST images in [-1, 1]; `features` gives the 128-d vector used for FID."
+    "A small CNN for (N, 1, 32, 32) Fashion-MNIST images in [-1, 1]; `features`: the 128-d vector of FID."
     def __init__(self, width=16, feat_dim=128, num_classes=10):
         super().__init__()
-        conv = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+        conv = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o),
+                                          nn.ReLU())
         self.body = nn.Sequential(conv(1, width), conv(width, width), nn.MaxPool2d(2),
-                                  conv(width, 2 * width), conv(2 * width, 2 * width), nn.MaxPool2d(2), nn.Flatten())
+                                  conv(width, 2 * width), conv(2 * width, 2 * width), nn.MaxPool2d(2),
+                                  nn.Flatten())
         self.fc = nn.Sequential(nn.Linear(2 * width * 8 * 8, feat_dim), nn.ReLU())
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(feat_dim, num_classes))
         self.config = dict(width=width, feat_dim=feat_dim, num_classes=num_classes)
@@ -66,10 +68,15 @@ def train_classifier(epochs=3, batch_size=128, lr=3e-3, seed=0, n_train=None, da
     opt = torch.optim.Adam(clf.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * (len(x) // batch_size))
     for ep in range(epochs):
-        clf.train(); t0 = time.time()
-        for idx in torch.randperm(len(x), generator=g)[:len(x) // batch_size * batch_size].view(-1, batch_size):
+        clf.train()
+        t0 = time.time()
+        order = torch.randperm(len(x), generator=g)[:len(x) // batch_size * batch_size]
+        for idx in order.view(-1, batch_size):                                  # (steps, batch_size)
             loss = F.cross_entropy(clf(_augment(x[idx], g)), y[idx])
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
         if verbose: print(f"epoch {ep + 1}/{epochs}: last loss {loss.item():.3f} ({time.time() - t0:.0f} s)")
     return clf.eval()
 
@@ -80,13 +87,16 @@ CLASSIFIER_FILE = 'fmnist_classifier.safetensors'
 def save_classifier(clf, path):
     "Write the classifier's weights and config to a safetensors file."
     from safetensors.torch import save_file
-    save_file({k: v.contiguous() for k, v in clf.state_dict().items()}, str(path), metadata={'config': json.dumps(clf.config)})
+    save_file({k: v.contiguous() for k, v in clf.state_dict().items()}, str(path),
+              metadata={'config': json.dumps(clf.config)})
 
 def load_classifier(path=None, device='cpu'):
     "The classifier from a safetensors file (default: the one shipped in dit_edu/assets)."
     from safetensors import safe_open
     path = Path(path or ASSETS/CLASSIFIER_FILE)
-    if not path.is_file(): raise FileNotFoundError(f"no classifier weights at {path}; train them with `python -m dit_edu.classifier`")
+    if not path.is_file():
+        raise FileNotFoundError(f"no classifier weights at {path}; "
+                                "train them with `python -m dit_edu.classifier`")
     with safe_open(str(path), 'pt', device=str(device)) as f:
         clf = FashionClassifier(**json.loads(f.metadata()['config']))
         clf.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
@@ -113,7 +123,8 @@ def reference_features(clf, data_path=None):
     "Classifier features of the 10,000 Fashion-MNIST test images (cached per classifier)."
     if id(clf) not in _REF:
         ds = FashionMNIST(data_path, train=False, image_size=32)
-        _REF.clear(); _REF[id(clf)] = predict(clf, ds._convert(ds.images).to(next(clf.parameters()).device))[1].cpu()
+        _REF.clear()
+        _REF[id(clf)] = predict(clf, ds._convert(ds.images).to(next(clf.parameters()).device))[1].cpu()
     return _REF[id(clf)]
 
 def evaluate_samples(x, y, clf=None):
@@ -122,7 +133,8 @@ def evaluate_samples(x, y, clf=None):
     logits, f = predict(clf, x.float().clamp(-1, 1))
     hit = (logits.argmax(1).cpu() == y.cpu()).float()
     per_class = {FASHION_CLASSES[c]: hit[y.cpu() == c].mean().item() for c in y.unique().tolist()}
-    return dict(accuracy=hit.mean().item(), fid=frechet_distance(f.cpu(), reference_features(clf)), n=len(x), per_class=per_class)
+    return dict(accuracy=hit.mean().item(), fid=frechet_distance(f.cpu(), reference_features(clf)), n=len(x),
+                per_class=per_class)
 
 # %% ../nbs/21_classifier.ipynb #e97d3ca6
 def main(argv=None):

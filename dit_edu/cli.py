@@ -10,21 +10,22 @@ import argparse, contextlib, errno, math, sys
 
 # %% ../nbs/26_cli.ipynb #facf7ce3
 class UserError(ValueError):
-    "A mistake in a command's flags or files: the console scripts print it as one line and exit with status 2."
+    "A mistake in a command's flags or files: the console scripts print it as one line and exit with 2."
 
 class Parser(argparse.ArgumentParser):
     "An ArgumentParser whose errors are UserErrors (one line, no usage block)."
     def error(self, message): raise UserError(message)
 
 # %% ../nbs/26_cli.ipynb #b316547f
-def ranged(kind=int, lo=None, hi=None, lo_open=False, hi_open=False):
-    "An argparse type: a finite `kind` within [lo, hi] (either end open or absent); its error names the range."
-    if lo is not None and hi is not None: want = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+def ranged(number_type=int, lo=None, hi=None, lo_open=False, hi_open=False):
+    "An argparse type: a finite `number_type` in [lo, hi] (an end open or absent); its error names the range."
+    if lo is not None and hi is not None:
+        want = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
     elif lo is not None: want = f"{'>' if lo_open else '>='} {lo}"
     else: want = '' if hi is None else f"{'<' if hi_open else '<='} {hi}"
-    what = f"{'an integer' if kind is int else 'a finite number'} {want}".strip()
+    what = f"{'an integer' if number_type is int else 'a finite number'} {want}".strip()
     def parse(text):
-        try: v = kind(text)
+        try: v = number_type(text)
         except ValueError: v = None
         ok = v is not None and math.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo)) \
             and (hi is None or (v < hi if hi_open else v <= hi))
@@ -36,7 +37,7 @@ def ranged(kind=int, lo=None, hi=None, lo_open=False, hi_open=False):
 # %% ../nbs/26_cli.ipynb #52d48684
 @contextlib.contextmanager
 def user_errors(flag):
-    "Turn a ValueError or OSError inside into a UserError that names `flag` (bad files given on the command line)."
+    "Turn a ValueError or OSError inside into a UserError naming `flag` (bad files on the command line)."
     try: yield
     except UserError: raise
     except (ValueError, OSError) as e:
@@ -45,7 +46,7 @@ def user_errors(flag):
 
 # %% ../nbs/26_cli.ipynb #7f6b9a7c
 def run_cli(fn, argv, prog):
-    "A console script's body: fn(argv), exit 0; a UserError -> one line on stderr, exit 2; a stopped run -> one line, exit 1."
+    "A console script's body: fn(argv), exit 0; UserError: one line on stderr, exit 2; a stopped run: exit 1."
     try: fn(argv)
     except UserError as e: sys.exit(print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr) or 2)
     except FloatingPointError as e: sys.exit(print(' '.join(str(e).split()), file=sys.stderr) or 1)

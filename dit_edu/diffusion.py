@@ -19,23 +19,26 @@ def _parse_counts(section_counts):
         if isinstance(section_counts, str): return [int(c) for c in section_counts.split(",")]
         return [int(section_counts)] if np.ndim(section_counts) == 0 else [int(c) for c in section_counts]
     except (TypeError, ValueError):
-        raise ValueError(f"unknown timestep respacing {section_counts!r}: expected e.g. '250', '10,15,20' or 'ddim50'") from None
+        raise ValueError(f"unknown timestep respacing {section_counts!r}: expected e.g. '250', "
+                         "'10,15,20' or 'ddim50'") from None
 
 # %% ../nbs/08_diffusion.ipynb #7baf7068
 def space_timesteps(num_timesteps, section_counts):
-    "The sorted steps to keep: `section_counts` ('250', '10,15,20', 'ddim50', or ints) spread over equal sections."
+    "The sorted steps to keep: `section_counts` ('250', '10,15,20', 'ddim50' or ints) over equal sections."
     if isinstance(section_counts, str) and section_counts.startswith("ddim"):
         count = _parse_counts(section_counts[4:])[0]
         for stride in range(1, num_timesteps):
             if len(range(0, num_timesteps, stride)) == count: return list(range(0, num_timesteps, stride))
-        raise ValueError(f"timestep respacing {section_counts!r}: no integer stride gives exactly {count} of {num_timesteps} steps")
+        raise ValueError(f"timestep respacing {section_counts!r}: no integer stride gives exactly {count} of "
+                         f"{num_timesteps} steps")
     counts = _parse_counts(section_counts)
     size, extra = divmod(num_timesteps, len(counts))
     steps, start = [], 0
     for i, count in enumerate(counts):
         n = size + (1 if i < extra else 0)                                      # this section's length
         if not 1 <= count <= n:
-            raise ValueError(f"timestep respacing {section_counts!r}: cannot take {count} steps from a section of {n}")
+            raise ValueError(f"timestep respacing {section_counts!r}: "
+                             f"cannot take {count} steps from a section of {n}")
         stride = (n - 1) / (count - 1) if count > 1 else 1
         steps += [start + round(j * stride) for j in range(count)]
         start += n
@@ -43,7 +46,7 @@ def space_timesteps(num_timesteps, section_counts):
 
 # %% ../nbs/08_diffusion.ipynb #97d35bc9
 class _OriginalTimesteps:
-    "A model wrapper that translates this process's step indices to the original timesteps the model was trained on."
+    "A model wrapper: this process's step indices to the original timesteps the model was trained on."
     def __init__(self, model, diffusion): self.model, self.diffusion = model, diffusion
     def __call__(self, x, t, **kwargs):
         return self.model(x, self.diffusion.original_timesteps(t), **kwargs)
@@ -51,7 +54,7 @@ class _OriginalTimesteps:
 # %% ../nbs/08_diffusion.ipynb #567e34b7
 @dataclass
 class Step:
-    "One reverse step: at chain `index` (original timestep `t`) the model saw `x_t`, predicted `pred_xstart`, gave `sample`."
+    "One reverse step: at `index` (original timestep `t`) the model saw `x_t`, predicted `pred_xstart`."
     index: int
     t: int
     x_t: torch.Tensor
@@ -61,10 +64,10 @@ class Step:
 
 # %% ../nbs/08_diffusion.ipynb #8a34af75
 def infer_device(device=None, noise=None, model=None):
-    "The device to sample on: `device`, else the noise's, else the model's (also for bound methods), else the CPU."
+    "The device to sample on: `device`, else the noise's, else the model's (or its method's), else the CPU."
     if device is not None: return torch.device(device)
     if noise is not None: return noise.device
-    owner = getattr(model, "__self__", model)                                   # model.forward_with_cfg -> model
+    owner = getattr(model, "__self__", model)  # model.forward_with_cfg -> model
     params = getattr(owner, "parameters", None)
     p = next(params(), None) if callable(params) else None
     return p.device if p is not None else torch.device("cpu")
@@ -72,25 +75,30 @@ def infer_device(device=None, noise=None, model=None):
 # %% ../nbs/08_diffusion.ipynb #f5af6c92
 class GaussianDiffusion(NoiseSchedule):
     "A (possibly respaced) diffusion process: schedule, model parameterization, loss, DDPM and DDIM sampling."
-    def __init__(self, betas, mean_type="epsilon", var_type="learned_range", loss_type="mse", timestep_map=None):
+    def __init__(self, betas, mean_type="epsilon", var_type="learned_range", loss_type="mse",
+                 timestep_map=None):
         super().__init__(betas)
-        check_choice("mean type", mean_type, MEAN_TYPES); check_choice("variance type", var_type, VAR_TYPES)
+        check_choice("mean type", mean_type, MEAN_TYPES)
+        check_choice("variance type", var_type, VAR_TYPES)
         check_choice("loss type", loss_type, LOSS_TYPES)
         self.mean_type, self.var_type, self.loss_type = mean_type, var_type, loss_type
-        tm = np.arange(self.num_timesteps) if timestep_map is None else np.asarray(timestep_map, dtype=np.int64)
+        tm = np.arange(self.num_timesteps) if timestep_map is None else np.asarray(timestep_map, np.int64)
         if tm.shape != (self.num_timesteps,) or (np.diff(tm) <= 0).any():
-            raise ValueError(f"timestep_map must list {self.num_timesteps} increasing original timesteps, got {timestep_map!r}")
+            raise ValueError(f"timestep_map must list {self.num_timesteps} increasing original timesteps, "
+                             f"got {timestep_map!r}")
         self.timestep_map = tm
         self.learn_sigma = var_type == "learned_range"
 
     def subset(self, use_timesteps):
-        "This process on the steps `use_timesteps` only: betas from alpha_bar at the kept steps (IDDPM Sec. 4)."
+        "This process on the steps `use_timesteps`: betas from alpha_bar at the kept steps (IDDPM Sec. 4)."
         keep = sorted(set(int(i) for i in use_timesteps))
         if not keep or keep[0] < 0 or keep[-1] >= self.num_timesteps:
-            raise ValueError(f"use_timesteps must be steps in [0, {self.num_timesteps - 1}], got {use_timesteps!r}")
+            raise ValueError(f"use_timesteps must be steps in [0, {self.num_timesteps - 1}], "
+                             f"got {use_timesteps!r}")
         ab = self.alphas_cumprod[keep]
         betas = 1 - ab / np.append(1.0, ab[:-1])
-        return GaussianDiffusion(betas, self.mean_type, self.var_type, self.loss_type, self.timestep_map[keep])
+        return GaussianDiffusion(betas, self.mean_type, self.var_type, self.loss_type,
+                                 self.timestep_map[keep])
 
     def respace(self, section_counts):
         "This process on fewer steps chosen by a respacing string ('250', 'ddim50', '10,15,20')."
@@ -99,7 +107,8 @@ class GaussianDiffusion(NoiseSchedule):
     def original_timesteps(self, t):
         "Original timesteps for step indices t (a long tensor; the map is cached per device)."
         key = ("timestep_map", t.device)
-        if key not in self._device_cache: self._device_cache[key] = torch.from_numpy(self.timestep_map).to(t.device)
+        if key not in self._device_cache:
+            self._device_cache[key] = torch.from_numpy(self.timestep_map).to(t.device)
         return self._device_cache[key][t]
 
     def wrap_model(self, model):
@@ -107,7 +116,7 @@ class GaussianDiffusion(NoiseSchedule):
         return model if isinstance(model, _OriginalTimesteps) else _OriginalTimesteps(model, self)
 
     def p_mean_variance(self, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None):
-        "The model's p(x_{t-1} | x_t): dict with 'mean', 'variance', 'log_variance', 'pred_xstart' (reference keys)."
+        "The model's p(x_{t-1} | x_t): dict of 'mean', 'variance', 'log_variance', 'pred_xstart'."
         t = self.check_timesteps(t, x)
         out = self.wrap_model(model)(x, t, **(model_kwargs or {}))
         if isinstance(out, tuple): out = out[0]
@@ -122,17 +131,18 @@ class GaussianDiffusion(NoiseSchedule):
         if isinstance(out, tuple): out = out[0]
         return hybrid_loss(self, out, x_start, x_t, t, noise, self.mean_type, self.var_type, self.loss_type)
 
-    def p_sample(self, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None):
-        "One ancestral step x_t -> x_{t-1} ~ p(x_{t-1} | x_t) (DDPM Alg. 2): dict with 'sample' and 'pred_xstart'."
+    def p_sample(self, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None, noise=None):
+        "One ancestral step x_t -> x_{t-1} ~ p(x_{t-1} | x_t) (DDPM Alg. 2): dict of 'sample', 'pred_xstart'."
         out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
-        nonzero = (t != 0).to(x.dtype).view(-1, *([1] * (x.ndim - 1)))              # (N, 1, 1, 1): no noise at t = 0
-        sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * torch.randn_like(x)
+        if noise is None: noise = torch.randn_like(x)
+        nonzero = (t != 0).to(x.dtype).view(-1, *([1] * (x.ndim - 1)))  # (N, 1, 1, 1): no noise at t = 0
+        sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
         return dict(sample=sample, pred_xstart=out["pred_xstart"])
 
     def ddim_sample(self, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None, eta=0.0):
-        "One DDIM step x_t -> x_{t-1} (Song et al. 2021, Eq. 12): deterministic for eta = 0. Dict with 'sample', 'pred_xstart'."
+        "One DDIM step x_t -> x_{t-1} (Song et al. 2021, Eq. 12; eta = 0: deterministic); dict as `p_sample`."
         out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
-        eps = self.predict_eps_from_xstart(x, t, out["pred_xstart"])                # re-derived: x_0 may have been clipped
+        eps = self.predict_eps_from_xstart(x, t, out["pred_xstart"])  # re-derived: x_0 may have been clipped
         ab, ab_prev = self.extract("alphas_cumprod", t, x), self.extract("alphas_cumprod_prev", t, x)
         sigma = eta * torch.sqrt((1 - ab_prev) / (1 - ab)) * torch.sqrt(1 - ab / ab_prev)
         mean = out["pred_xstart"] * torch.sqrt(ab_prev) + torch.sqrt(1 - ab_prev - sigma ** 2) * eps
@@ -141,9 +151,11 @@ class GaussianDiffusion(NoiseSchedule):
 
     def initial_noise(self, shape, noise=None, device=None, model=None):
         "x_T: `noise` if given (checked against `shape`), else standard normal on the sampling device."
-        if not isinstance(shape, (tuple, list, torch.Size)): raise ValueError(f"shape must be a tuple such as (N, C, H, W), got {shape!r}")
+        if not isinstance(shape, (tuple, list, torch.Size)):
+            raise ValueError(f"shape must be a tuple such as (N, C, H, W), got {shape!r}")
         if noise is None: return torch.randn(*shape, device=infer_device(device, noise, model))
-        if tuple(noise.shape) != tuple(shape): raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
+        if tuple(noise.shape) != tuple(shape):
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
         return noise.to(device) if device is not None else noise
 
     def _progressive(self, step_fn, model, shape, noise, device, progress, **kwargs):
@@ -155,7 +167,6 @@ class GaussianDiffusion(NoiseSchedule):
             indices = tqdm(indices)
         for i in indices:
             t = torch.full((img.shape[0],), i, device=img.device, dtype=torch.long)
-            self.mark_checked(t)                                                    # valid by construction: no sync
             with torch.no_grad(): out = step_fn(model, img, t, **kwargs)
             yield Step(i, int(self.timestep_map[i]), img, out["pred_xstart"], out["sample"])
             img = out["sample"]
@@ -163,31 +174,36 @@ class GaussianDiffusion(NoiseSchedule):
     def p_sample_loop_progressive(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
                                   model_kwargs=None, device=None, progress=False):
         "Ancestral (DDPM) sampling, yielding a `Step` per model call."
-        yield from self._progressive(self.p_sample, model, shape, noise, device, progress, clip_denoised=clip_denoised,
-                                     denoised_fn=denoised_fn, model_kwargs=model_kwargs)
+        yield from self._progressive(self.p_sample, model, shape, noise, device, progress,
+                                     clip_denoised=clip_denoised, denoised_fn=denoised_fn,
+                                     model_kwargs=model_kwargs)
 
     def p_sample_loop(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
                       model_kwargs=None, device=None, progress=False):
         "Samples of `shape` by ancestral (DDPM) sampling over every step of this process."
-        for step in self.p_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn, model_kwargs, device, progress): pass
+        for step in self.p_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn,
+                                                   model_kwargs, device, progress):
+            pass
         return step.sample
 
     def ddim_sample_loop_progressive(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
                                      model_kwargs=None, device=None, progress=False, eta=0.0):
         "DDIM sampling, yielding a `Step` per model call."
-        yield from self._progressive(self.ddim_sample, model, shape, noise, device, progress, clip_denoised=clip_denoised,
-                                     denoised_fn=denoised_fn, model_kwargs=model_kwargs, eta=eta)
+        yield from self._progressive(self.ddim_sample, model, shape, noise, device, progress,
+                                     clip_denoised=clip_denoised, denoised_fn=denoised_fn,
+                                     model_kwargs=model_kwargs, eta=eta)
 
     def ddim_sample_loop(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
                          model_kwargs=None, device=None, progress=False, eta=0.0):
         "Samples of `shape` by DDIM over every step of this process (deterministic for eta = 0)."
-        for step in self.ddim_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn, model_kwargs, device,
-                                                      progress, eta): pass
+        for step in self.ddim_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn,
+                                                      model_kwargs, device, progress, eta): pass
         return step.sample
 
 # %% ../nbs/08_diffusion.ipynb #7013df31
-def create_diffusion(timestep_respacing, noise_schedule="linear", use_kl=False, sigma_small=False, predict_xstart=False,
-                     learn_sigma=True, rescale_learned_sigmas=False, diffusion_steps=1000):
+def create_diffusion(timestep_respacing, noise_schedule="linear", use_kl=False, sigma_small=False,
+                     predict_xstart=False, learn_sigma=True, rescale_learned_sigmas=False,
+                     diffusion_steps=1000):
     "A `GaussianDiffusion` configured exactly as DiT's `create_diffusion`, respaced by `timestep_respacing`."
     base = GaussianDiffusion(
         get_named_beta_schedule(noise_schedule, diffusion_steps),
@@ -198,7 +214,7 @@ def create_diffusion(timestep_respacing, noise_schedule="linear", use_kl=False, 
 
 # %% ../nbs/08_diffusion.ipynb #fba95743
 def gaussian_oracle(mean, std, alphas_cumprod):
-    "The exact eps-prediction model for data N(mean, std^2) under `alphas_cumprod` (original steps): a model for tests."
+    "The exact eps-prediction for data N(mean, std^2) under `alphas_cumprod` (original steps): a test model."
     ab_table = torch.as_tensor(np.asarray(alphas_cumprod), dtype=torch.float64)
     def model(x, t, **kwargs):
         ab = ab_table.to(x.device)[t].view(-1, *([1] * (x.ndim - 1)))

@@ -38,7 +38,7 @@ class TimestepEmbedder(nn.Module):
 
 # %% ../nbs/03_embeddings.ipynb #a3a3de92
 class LabelEmbedder(nn.Module):
-    """Class labels (N,) -> vectors (N, D); with dropout_prob > 0 an extra null class num_classes for guidance."""
+    """Class labels (N,) -> vectors (N, D); dropout_prob > 0 adds the null class num_classes for guidance."""
     def __init__(self, num_classes, hidden_size, dropout_prob):
         super().__init__()
         use_cfg_embedding = dropout_prob > 0
@@ -47,19 +47,23 @@ class LabelEmbedder(nn.Module):
 
     def token_drop(self, labels, force_drop_ids=None):
         """Replace labels by the null class: at random with dropout_prob, or where force_drop_ids == 1."""
-        drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob if force_drop_ids is None else force_drop_ids == 1
+        if force_drop_ids is not None: drop = force_drop_ids == 1
+        else: drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
         return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
 
     def check(self, labels):
         """Fail clearly on labels the table cannot look up."""
         hi = self.embedding_table.num_embeddings - 1
         if labels.ndim != 1 or labels.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"labels y must be an integer tensor of shape (N,), got {labels.dtype} {tuple(labels.shape)}")
-        # value checks read the tensor back to the host: done on the CPU only, so a GPU step never syncs
+            raise ValueError("labels y must be an integer tensor of shape (N,), "
+                             f"got {labels.dtype} {tuple(labels.shape)}")
+        # values are read back to the host only on the CPU outside torch.compile, so a GPU step never syncs
         # (there an out-of-range label still stops the run, with CUDA's device-side assert)
-        if labels.device.type == 'cpu' and labels.numel() and (labels.min() < 0 or labels.max() > hi):
-            null = f" ({hi} is the null class)" if hi == self.num_classes else " (no null class: class_dropout_prob is 0)"
-            raise ValueError(f"labels must lie in [0, {hi}]{null}, got min {labels.min().item()} max {labels.max().item()}")
+        if labels.device.type != "cpu" or torch.compiler.is_compiling() or not labels.numel(): return
+        lo, hi_seen = int(labels.min()), int(labels.max())
+        if lo < 0 or hi_seen > hi:
+            null = f" ({hi} is the null class)" if hi == self.num_classes else " (no null class: dropout 0)"
+            raise ValueError(f"labels must lie in [0, {hi}]{null}, got min {lo} max {hi_seen}")
 
     def forward(self, labels, train, force_drop_ids=None):
         self.check(labels)

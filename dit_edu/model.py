@@ -78,7 +78,8 @@ class DiT(nn.Module):
         pe = get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.x_embedder.grid_size)
         self.pos_embed.copy_(torch.from_numpy(pe).float().unsqueeze(0))
         w = self.x_embedder.proj.weight                          # (D, C, p, p), init like a linear layer
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1)); nn.init.zeros_(self.x_embedder.proj.bias)
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.proj.bias)
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
@@ -211,26 +212,30 @@ def _first_line(e):
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 def load_tensors(path):
-    """torch.load `path` with weights_only=True: tensors and plain containers only, so loading runs no code."""
+    """torch.load `path` with weights_only=True: tensors and plain containers only, so it runs no code."""
     import pickle, re
     import numpy as np
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
-    if path.stat().st_size == 0: raise ValueError(f"could not read checkpoint {path}: the file is empty (0 bytes)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"could not read checkpoint {path}: the file is empty (0 bytes)")
     try: return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(e))
         if not found or not found.group(1).startswith('numpy.'):
-            raise ValueError(f"could not read checkpoint {path}: it holds a Python object ({found.group(1) if found else 'unknown'}), "
+            raise ValueError(f"could not read checkpoint {path}: "
+                             f"it holds a Python object ({found.group(1) if found else 'unknown'}), "
                              "not only tensors; refused, since loading it could run code") from None
     except Exception as e: raise ValueError(f"could not read checkpoint {path}: {_first_line(e)}") from None
-    # older dit-train checkpoints pickled numpy's RNG state: allow exactly the globals a plain numpy array needs
-    with torch.serialization.safe_globals([np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]):
+    # older dit-train checkpoints pickled numpy's RNG state: allow exactly what a plain numpy array needs
+    with torch.serialization.safe_globals([np.zeros(1).__reduce__()[0], np.ndarray, np.dtype,
+                                           type(np.dtype(np.uint32))]):
         try: return torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as e: raise ValueError(f"could not read checkpoint {path}: {_first_line(e)}") from None
+        except Exception as e:
+            raise ValueError(f"could not read checkpoint {path}: {_first_line(e)}") from None
 
 def read_state_dict(path):
-    """The model weights stored at `path` (state dict, training checkpoint or .safetensors) and any config found there."""
+    """The weights at `path` (state dict, training checkpoint or .safetensors) and any config stored there."""
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no checkpoint at {path}")
     config = None
@@ -240,32 +245,37 @@ def read_state_dict(path):
             with safe_open(str(path), framework='pt') as f:
                 sd = {k: f.get_tensor(k) for k in f.keys()}
                 config = json.loads((f.metadata() or {}).get('config', 'null'))
-        except Exception as e: raise ValueError(f"could not read {path}: not a valid .safetensors file ({_first_line(e)})") from None
+        except Exception as e:
+            why = _first_line(e)
+            raise ValueError(f"could not read {path}: not a valid .safetensors file ({why})") from None
     else:
         ckpt = load_tensors(path)
-        if not isinstance(ckpt, dict): raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a state dict")
+        if not isinstance(ckpt, dict):
+            raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a state dict")
         sd = ckpt.get('ema') or ckpt.get('model') or ckpt
         args = ckpt.get('args')
-        args = json.loads(args) if isinstance(args, str) else args         # dit-train stores its arguments as JSON
+        args = json.loads(args) if isinstance(args, str) else args  # dit-train stores its arguments as JSON
         config = ckpt.get('config') or (args.get('model_config') if isinstance(args, dict) else None)
     return _strip_prefixes(sd), config
 
 # %% ../nbs/05_model.ipynb #bcd9c21f
 def infer_config(sd):
-    """DiT keyword arguments that fit the state dict `sd` (num_heads from the registry when the shape matches)."""
+    """DiT keyword arguments that fit the state dict `sd` (num_heads from the registry if shapes match)."""
     try:
         w = sd['x_embedder.proj.weight']                          # (D, C, p, p)
         D, C, p = w.shape[0], w.shape[1], w.shape[2]
         T = sd['pos_embed'].shape[1]
-        rows = sd['y_embedder.embedding_table.weight'].shape[0]
+        num_labels = sd['y_embedder.embedding_table.weight'].shape[0]   # classes + the null class
         c_out = sd['final_layer.linear.weight'].shape[0] // (p * p)
     except KeyError as e:
         raise ValueError(f"not a DiT state dict: missing {e}") from None
     depth = len({k.split('.')[1] for k in sd if k.startswith('blocks.')})
-    heads = next((c.num_heads for c in DiT_configs.values() if (c.depth, c.hidden_size, c.patch_size) == (depth, D, p)), max(1, D // 64))
-    name = next((n for n, c in DiT_configs.items() if (c.depth, c.hidden_size, c.patch_size, c.num_heads) == (depth, D, p, heads)), None)
-    return dict(model=name, input_size=int(round(T ** 0.5)) * p, patch_size=p, in_channels=C, hidden_size=D, depth=depth,
-                num_heads=heads, num_classes=rows - 1, class_dropout_prob=0.1, learn_sigma=c_out == 2 * C)
+    shape = lambda c: (c.depth, c.hidden_size, c.patch_size)      # what the state dict fixes of a config
+    heads = next((c.num_heads for c in DiT_configs.values() if shape(c) == (depth, D, p)), max(1, D // 64))
+    name = next((n for n, c in DiT_configs.items() if (*shape(c), c.num_heads) == (depth, D, p, heads)), None)
+    return dict(model=name, input_size=int(round(T ** 0.5)) * p, patch_size=p, in_channels=C, hidden_size=D,
+                depth=depth, num_heads=heads, num_classes=num_labels - 1, class_dropout_prob=0.1,
+                learn_sigma=c_out == 2 * C)
 
 # %% ../nbs/05_model.ipynb #b908f406
 def _describe(cfg):
@@ -274,7 +284,7 @@ def _describe(cfg):
     return name + ', ' + ', '.join(f'{k}={v}' for k, v in cfg.items() if k != 'model')
 
 def load_checkpoint(path, model=None, strict=True):
-    """Load weights from `path` into `model` (built from the checkpoint's config if None); returns the model."""
+    """Load weights from `path` into `model` (None: built from the checkpoint's config); returns the model."""
     sd, config = read_state_dict(path)
     if model is None:
         cfg = {k: v for k, v in (config or infer_config(sd)).items() if k != 'model'}
@@ -282,11 +292,15 @@ def load_checkpoint(path, model=None, strict=True):
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    misshaped = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    misshaped = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                 for k in own if k in sd and sd[k].shape != own[k].shape]
     if misshaped or (strict and (missing or unexpected)):
-        def few(xs): return ', '.join(xs[:6]) + (f' ... ({len(xs)} in all)' if len(xs) > 6 else '') if xs else 'none'
+        def few(xs):
+            if not xs: return 'none'
+            return ', '.join(xs[:6]) + (f' ... ({len(xs)} in all)' if len(xs) > 6 else '')
         fit = _describe(infer_config(sd)) if 'x_embedder.proj.weight' in sd else 'unknown'
-        raise ValueError(f"checkpoint {path} does not fit the model.\n  missing keys: {few(missing)}\n  unexpected keys: {few(unexpected)}"
+        raise ValueError(f"checkpoint {path} does not fit the model.\n  missing keys: "
+                         f"{few(missing)}\n  unexpected keys: {few(unexpected)}"
                          f"\n  mis-shaped: {few(misshaped)}\n  the checkpoint fits: {fit}")
     model.load_state_dict(sd, strict=strict)
     return model
@@ -296,22 +310,27 @@ def info(argv=None):
     """dit-info: parameters and Gflops of the paper's DiT configs and our tiny presets."""
     ap = Parser(prog='dit-info', description=info.__doc__)
     ap.add_argument('--model', choices=list(DiT_models), help='show one model in detail')
-    ap.add_argument('--image-size', type=ranged(int, 8), default=256, help='image size; latents are image-size/8 (the SD VAE)')
+    ap.add_argument('--image-size', type=ranged(int, 8), default=256,
+                    help='image size; latents are image-size/8 (the SD VAE)')
     a = ap.parse_args(argv)
     p = DiT_configs[a.model].patch_size if a.model else max(DiT_configs[n].patch_size for n in PAPER_MODELS)
     if a.image_size % (8 * p):                                 # the latent side must split into whole patches
-        raise UserError(f"--image-size {a.image_size}: must be a multiple of {8 * p} (latents are 8x smaller, "
-                        f"patches {p}x{p}{' for ' + a.model if a.model else '; --model shows one model'})")
+        raise UserError(f"--image-size {a.image_size}: must be a multiple of {8 * p} "
+                        f"(latents are 8x smaller, patches {p}x{p}"
+                        f"{' for ' + a.model if a.model else '; --model shows one model'})")
     lat = a.image_size // 8
     if a.model:
-        print_table(model_table([a.model], input_size=lat), f'{a.model} at {a.image_size}px ({lat}x{lat}x4 latents)')
+        print_table(model_table([a.model], input_size=lat),
+                    f'{a.model} at {a.image_size}px ({lat}x{lat}x4 latents)')
         with torch.device('meta'): m = DiT_models[a.model](input_size=lat)
         print(json.dumps(dict(asdict(DiT_configs[a.model]), tokens=m.x_embedder.num_patches,
                               trainable_params=count_params(m, trainable_only=True)), indent=1))
         return
-    print_table(model_table(input_size=lat), f'The paper\'s DiT models at {a.image_size}px ({lat}x{lat}x4 latents, 1000 classes)')
+    print_table(model_table(input_size=lat),
+                f'The paper\'s DiT models at {a.image_size}px ({lat}x{lat}x4 latents, 1000 classes)')
     print()
-    print_table(model_table([n for n in DiT_models if n not in PAPER_MODELS], input_size=32, in_channels=1, num_classes=10),
+    print_table(model_table([n for n in DiT_models if n not in PAPER_MODELS], input_size=32, in_channels=1,
+                            num_classes=10),
                 'Tiny presets on Fashion-MNIST (32x32x1, 10 classes)')
 
 def main(argv=None):

@@ -19,7 +19,7 @@ def mean_flat(x):
 
 # %% ../nbs/07_objective.ipynb #61c50213
 def learned_range_log_variance(schedule:NoiseSchedule, var_values, t):
-    "Log-variance from the model's v in [-1, 1]: frac log beta_t + (1 - frac) log beta-tilde_t, frac = (v + 1) / 2 (Eq. 15)."
+    "Log-variance from the model's v in [-1, 1]: frac log beta_t + (1 - frac) log beta-tilde_t (Eq. 15)."
     min_log = schedule.extract("posterior_log_variance_clipped", t, var_values)   # v = -1
     max_log = schedule.extract("log_betas", t, var_values)                        # v = +1
     frac = (var_values + 1) / 2
@@ -29,24 +29,26 @@ def learned_range_log_variance(schedule:NoiseSchedule, var_values, t):
 MEAN_TYPES, VAR_TYPES = ("epsilon", "start_x"), ("learned_range", "fixed_small", "fixed_large")
 LOSS_TYPES = ("mse", "rescaled_mse", "kl", "rescaled_kl")
 
-def check_choice(kind, value, choices):
+def check_choice(what, value, choices):
     "ValueError naming `value` unless it is one of `choices`."
-    if value not in choices: raise ValueError(f"unknown {kind} {value!r}: expected one of {choices}")
+    if value not in choices: raise ValueError(f"unknown {what} {value!r}: expected one of {choices}")
 
 # %% ../nbs/07_objective.ipynb #2e46abcc
 def split_output(model_output, x, var_type="learned_range"):
-    "Split a (N, 2C, ...) learned-variance output into (N, C, ...) halves; a fixed-variance output is (N, C, ...) and has no v."
+    "A learned-variance output (N, 2C, ...) split into (N, C, ...) halves; a fixed-variance one has no v."
     N, C = x.shape[:2]
     expected = (N, 2 * C if var_type == "learned_range" else C, *x.shape[2:])
     if tuple(model_output.shape) != expected:
-        raise ValueError(f"model output has shape {tuple(model_output.shape)}, expected {expected} for var_type {var_type!r}")
+        raise ValueError(f"model output has shape {tuple(model_output.shape)}, "
+                         f"expected {expected} for var_type {var_type!r}")
     return model_output.split(C, dim=1) if var_type == "learned_range" else (model_output, None)
 
 # %% ../nbs/07_objective.ipynb #cec8abba
-def model_distribution(schedule:NoiseSchedule, model_output, x_t, t, mean_type="epsilon", var_type="learned_range",
-                       clip_denoised=True, denoised_fn=None):
+def model_distribution(schedule:NoiseSchedule, model_output, x_t, t, mean_type="epsilon",
+                       var_type="learned_range", clip_denoised=True, denoised_fn=None):
     "p(x_{t-1} | x_t) from a raw model output: dict of 'mean', 'variance', 'log_variance', 'pred_xstart'."
-    check_choice("mean type", mean_type, MEAN_TYPES); check_choice("variance type", var_type, VAR_TYPES)
+    check_choice("mean type", mean_type, MEAN_TYPES)
+    check_choice("variance type", var_type, VAR_TYPES)
     pred, var_values = split_output(model_output, x_t, var_type)
     if var_type == "learned_range": log_variance = learned_range_log_variance(schedule, var_values, t)
     else:
@@ -56,12 +58,14 @@ def model_distribution(schedule:NoiseSchedule, model_output, x_t, t, mean_type="
     if denoised_fn is not None: pred_xstart = denoised_fn(pred_xstart)
     if clip_denoised: pred_xstart = pred_xstart.clamp(-1, 1)
     mean = schedule.q_posterior_mean_variance(pred_xstart, x_t, t)[0]
-    return dict(mean=mean, variance=torch.exp(log_variance), log_variance=log_variance, pred_xstart=pred_xstart)
+    return dict(mean=mean, variance=torch.exp(log_variance), log_variance=log_variance,
+                pred_xstart=pred_xstart)
 
 # %% ../nbs/07_objective.ipynb #733c184b
 def normal_kl(mean1, logvar1, mean2, logvar2):
     "KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) elementwise, in nats."
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
+                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 # %% ../nbs/07_objective.ipynb #f106b62f
 def approx_standard_normal_cdf(x):
@@ -69,9 +73,10 @@ def approx_standard_normal_cdf(x):
     return 0.5 * (1.0 + torch.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * torch.pow(x, 3))))
 
 def discretized_gaussian_log_likelihood(x, means, log_scales):
-    "Log-probability (nats) of 8-bit values x in [-1, 1] under N(means, exp(log_scales)^2) integrated over each bin (Eq. 13)."
+    "Log-probability (nats) of 8-bit values x in [-1, 1]: N(means, exp(log_scales)^2) over each bin (Eq. 13)."
     if not x.shape == means.shape == log_scales.shape:
-        raise ValueError(f"x, means, log_scales must share a shape, got {tuple(x.shape)}, {tuple(means.shape)}, {tuple(log_scales.shape)}")
+        raise ValueError("x, means, log_scales must share a shape, "
+                         f"got {tuple(x.shape)}, {tuple(means.shape)}, {tuple(log_scales.shape)}")
     inv_stdv = torch.exp(-log_scales)
     cdf_plus = approx_standard_normal_cdf(inv_stdv * (x - means + 1.0 / 255.0))   # upper edge of x's bin
     cdf_min = approx_standard_normal_cdf(inv_stdv * (x - means - 1.0 / 255.0))    # lower edge
@@ -82,7 +87,7 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
 
 # %% ../nbs/07_objective.ipynb #0206b0b1
 def vb_terms_bpd(schedule:NoiseSchedule, x_start, x_t, t, mean, log_variance):
-    "The t-th term of the variational bound per sample, in bits/dim: L_0 (decoder NLL) where t == 0, else L_{t-1} (KL)."
+    "The t-th variational-bound term per sample, bits/dim: L_0 (decoder NLL) where t == 0, else L_{t-1} (KL)."
     true_mean, _, true_log_variance = schedule.q_posterior_mean_variance(x_start, x_t, t)
     kl = mean_flat(normal_kl(true_mean, true_log_variance, mean, log_variance)) / np.log(2.0)
     nll = -discretized_gaussian_log_likelihood(x_start, means=mean, log_scales=0.5 * log_variance)
@@ -91,10 +96,11 @@ def vb_terms_bpd(schedule:NoiseSchedule, x_start, x_t, t, mean, log_variance):
 # %% ../nbs/07_objective.ipynb #afc9a4ed
 def hybrid_loss(schedule:NoiseSchedule, model_output, x_start, x_t, t, noise, mean_type="epsilon",
                 var_type="learned_range", loss_type="mse"):
-    "Per-sample training terms from a model output: 'loss', plus 'mse' and 'vb' (Improved DDPM's L_hybrid as in the reference)."
+    "Per-sample training terms of a model output: 'loss', 'mse', 'vb' (IDDPM's L_hybrid, as the reference)."
     check_choice("loss type", loss_type, LOSS_TYPES)
-    bound = lambda o: vb_terms_bpd(schedule, x_start, x_t, t, **{k: v for k, v in model_distribution(
-        schedule, o, x_t, t, mean_type, var_type, clip_denoised=False).items() if k in ("mean", "log_variance")})
+    def bound(output):                                  # the VLB term of p(x_{t-1} | x_t) given by `output`
+        p = model_distribution(schedule, output, x_t, t, mean_type, var_type, clip_denoised=False)
+        return vb_terms_bpd(schedule, x_start, x_t, t, p["mean"], p["log_variance"])
     if loss_type in ("kl", "rescaled_kl"):
         vb = bound(model_output)
         return dict(loss=vb * schedule.num_timesteps if loss_type == "rescaled_kl" else vb)

@@ -13,7 +13,7 @@ from einops import rearrange
 
 # %% ../nbs/01_patchify.ipynb #87aaaad3
 class PatchEmbed(nn.Module):
-    """Image (N, C, H, W) to tokens (N, T, D) with a conv whose kernel = stride = p (a linear layer per patch)."""
+    """Image (N, C, H, W) to tokens (N, T, D): a conv with kernel = stride = p, a linear map per patch."""
     def __init__(self, img_size=32, patch_size=2, in_chans=4, embed_dim=768, bias=True):
         super().__init__()
         if img_size % patch_size:
@@ -25,7 +25,8 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != self.in_chans or tuple(x.shape[2:]) != (self.img_size, self.img_size):
-            raise ValueError(f"expected input of shape (N, {self.in_chans}, {self.img_size}, {self.img_size}), "
+            raise ValueError(f"expected input of shape (N, {self.in_chans}, "
+                             f"{self.img_size}, {self.img_size}), "
                              f"got {tuple(x.shape)}")
         x = self.proj(x)                                  # (N, D, H/p, W/p)
         return rearrange(x, 'n d h w -> n (h w) d')       # (N, T, D), row-major
@@ -36,7 +37,7 @@ def patchify(x, p):
     return rearrange(x, 'n c (h p) (w q) -> n (h w) (p q c)', p=p, q=p)
 
 def unpatchify(x, p, c, h=None):
-    """(N, T, p*p*c) -> (N, c, h*p, w*p), the inverse of `patchify`; square grid unless `h` (tokens per column) is given."""
+    """(N, T, p*p*c) -> (N, c, h*p, w*p), the inverse of `patchify`; `h`: tokens per column (square)."""
     T = x.shape[1]
     h = h or int(T ** 0.5)
     if T % h or x.shape[2] != p * p * c:
@@ -53,7 +54,7 @@ def get_1d_sincos_pos_embed(embed_dim, pos):
     return np.concatenate([np.sin(out), np.cos(out)], axis=1)               # (M, D)
 
 def get_2d_sincos_pos_embed(embed_dim, grid_size):
-    """Fixed 2D sin-cos embeddings (grid_size**2, embed_dim) in row-major token order; first half encodes the column."""
+    """Fixed 2D sin-cos embeddings (grid_size**2, embed_dim), row-major; the first half encodes the column."""
     if embed_dim % 4:
         raise ValueError(f"embed_dim must be divisible by 4 for 2D sin-cos embeddings, got {embed_dim}")
     rows, cols = np.meshgrid(np.arange(grid_size), np.arange(grid_size), indexing='ij')   # (G, G) each

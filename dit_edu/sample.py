@@ -27,42 +27,56 @@ from .train import save_grid, setup_distributed
 DEFAULT_CKPT = Path(dit_edu.__file__).parent/'assets'/'fmnist_dit.safetensors'
 
 def load_model(ckpt=None, device='cpu', model=None, image_size=None, num_classes=None):
-    "A DiT in eval mode from `ckpt` (.safetensors, a dit-train checkpoint, or a reference .pt); default: the shipped one."
+    "A DiT in eval mode from `ckpt` (.safetensors, dit-train checkpoint or reference .pt; default: shipped)."
     ckpt = Path(ckpt) if ckpt else DEFAULT_CKPT
-    if not ckpt.exists(): raise FileNotFoundError(f"no checkpoint at {ckpt}" + ("" if ckpt != DEFAULT_CKPT else " (the shipped model is missing: reinstall dit_edu)"))
+    if not ckpt.exists():
+        shipped = " (the shipped model is missing: reinstall dit_edu)" if ckpt == DEFAULT_CKPT else ""
+        raise FileNotFoundError(f"no checkpoint at {ckpt}{shipped}")
     m = None
-    if model is not None and image_size is not None:  # the reference's way: --model and --image-size for a plain state dict
+    # the reference's way: --model and --image-size for a plain state dict
+    if model is not None and image_size is not None:
         m = DiT_models[model](input_size=image_size // 8, num_classes=num_classes or 1000)
     m = load_checkpoint(ckpt, m)
     bad = sum(int((~torch.isfinite(p)).sum()) for p in m.parameters())
-    if bad: raise ValueError(f"{ckpt} holds {bad:,} NaN or inf weights (a diverged run?); sampling it gives blank images")
+    if bad:
+        raise ValueError(f"{ckpt} holds {bad:,} NaN or inf weights (a diverged run?); "
+                         "sampling it gives blank images")
     return m.to(device).eval()
 
 # %% ../nbs/23_sample.ipynb #cc5063e1
 @functools.lru_cache(maxsize=4)
 def fast_sampler(model, sampler, steps, cfg_scale, precision, compile, clip_denoised):
-    "A function (z, y, progress=False) -> samples on the fast path (22a_fast), built once per settings: later calls reuse its compilation."
+    "A function (z, y, progress=False) -> samples on the fast path (22a_fast), built once per settings."
+    # cached: later calls with the same settings reuse its compilation
     from dit_edu.fast import GuidedSampler, FastModel
-    s = Sampler(create_diffusion("", learn_sigma=model.learn_sigma), sampler, steps, clip_denoised=clip_denoised)
-    if sampler == 'ddpm' and cfg_scale != 1:                   # the reference's sampler: one compiled call per step
-        mode = "reduce-overhead" if next(model.parameters()).is_cuda else None   # CUDA graphs: the measured fastest (25_bench)
-        return GuidedSampler(model, s.diffusion, cfg_scale, precision, compile, mode, clip_denoised=clip_denoised)
+    s = Sampler(create_diffusion("", learn_sigma=model.learn_sigma), sampler, steps,
+                clip_denoised=clip_denoised)
+    if sampler == 'ddpm' and cfg_scale != 1:  # the reference's sampler: one compiled call per step
+        # CUDA graphs: the measured fastest (25_bench)
+        mode = "reduce-overhead" if next(model.parameters()).is_cuda else None
+        return GuidedSampler(model, s.diffusion, cfg_scale, precision, compile, mode,
+                             clip_denoised=clip_denoised)
     fn = FastModel(ClassifierFreeGuidance(model, cfg_scale) if cfg_scale != 1 else model, precision, compile)
-    return lambda z, y, progress=False: s.sample(fn, z.shape, z, model_kwargs=dict(y=y), device=z.device, progress=progress)
+    return lambda z, y, progress=False: s.sample(fn, z.shape, z, model_kwargs=dict(y=y), device=z.device,
+                                                 progress=progress)
 
 @torch.no_grad()
-def generate(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, vae=None, progress=False, precision='fp32', compile=False):
-    "Images (clips for a video model) for class `labels` from `model` (guided if cfg_scale != 1), decoded by `vae` for latent models; bf16 or compile: the fast path."
+def generate(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, vae=None, progress=False,
+             precision='fp32', compile=False):
+    "Images (clips for a video model) of class `labels` from `model`, guided if cfg_scale != 1."
+    # latent models: decoded by `vae`; bf16 or compile: the fast path of 22a_fast
     device = next(model.parameters()).device
     model.eval()
     frames = (model.num_frames,) if hasattr(model, 'num_frames') else ()   # a video model samples clips
-    shape = (len(labels), model.in_channels, *frames, model.input_size, model.input_size)   # (N, C, [F,] H, W)
+    shape = (len(labels), model.in_channels, *frames, model.input_size, model.input_size)  # (N, C, [F,] H, W)
     z = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
     y = torch.as_tensor(labels, device=device)
     if precision == 'bf16' or compile:
-        x = fast_sampler(model, sampler, steps, cfg_scale, precision, compile, vae is None)(z, y, progress=progress)
+        x = fast_sampler(model, sampler, steps, cfg_scale, precision, compile,
+                         vae is None)(z, y, progress=progress)
     else:
-        s = Sampler(create_diffusion("", learn_sigma=model.learn_sigma), sampler, steps, clip_denoised=vae is None)
+        s = Sampler(create_diffusion("", learn_sigma=model.learn_sigma), sampler, steps,
+                    clip_denoised=vae is None)
         fn = ClassifierFreeGuidance(model, cfg_scale) if cfg_scale != 1 else model
         x = s.sample(fn, z.shape, z, model_kwargs=dict(y=y), device=device, progress=progress)
     return decode_latents(vae, x) if vae is not None else x.clamp(-1, 1)
@@ -82,15 +96,18 @@ def evaluate_model(model, n_per_class=100, cfg_scale=4.0, steps=20, sampler='dpm
 # %% ../nbs/23_sample.ipynb #098acb49
 def to_uint8_nhwc(x):
     "Images (N, C, H, W) in [-1, 1] -> uint8 array (N, H, W, C)."
-    return (x.float().clamp(-1, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    x = (x.float().clamp(-1, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()                                      # (N, H, W, C)
 
 OUT_SUFFIXES = ('.png', '.jpg', '.npz')
 
 def save_samples(x, labels, out):
     "Write samples to `out`: a .png grid or an .npz with arr_0 (uint8 NHWC) and labels."
     out = Path(out)
-    if out.suffix not in OUT_SUFFIXES: raise ValueError(f"--out must end in .png, .jpg or .npz, got {out.name}")
-    if not torch.isfinite(x).all(): raise FloatingPointError(f"dit-sample: the samples hold NaN or inf values; {out} not written")
+    if out.suffix not in OUT_SUFFIXES:
+        raise ValueError(f"--out must end in .png, .jpg or .npz, got {out.name}")
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(f"dit-sample: the samples hold NaN or inf values; {out} not written")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == '.npz': np.savez(out, arr_0=to_uint8_nhwc(x), labels=np.asarray(labels))
     else: save_grid(x, out, nrow=min(len(labels), 10 if len(labels) % 10 == 0 else 8))
@@ -98,47 +115,62 @@ def save_samples(x, labels, out):
 
 # %% ../nbs/23_sample.ipynb #ca752b7c
 def sample_parser(prog='dit-sample'):
-    p = Parser(prog=prog, description="Sample from a DiT checkpoint (default: the shipped Fashion-MNIST model).")
-    p.add_argument('--model', default=None, choices=list(DiT_models), help="with --image-size: for a plain state dict without config")
+    p = Parser(prog=prog,
+               description="Sample from a DiT checkpoint (default: the shipped Fashion-MNIST model).")
+    p.add_argument('--model', default=None, choices=list(DiT_models),
+                   help="with --image-size: for a plain state dict without config")
     p.add_argument('--vae', default=None, help="latent models: 'ema', 'mse', 'fmnist' or a local "
                    "AutoencoderKL folder (default: the one the checkpoint's run recorded, else 'ema')")
-    p.add_argument('--image-size', type=ranged(int, 8), default=None, help="with --model, for a plain state dict (latent size = image size / 8)")
-    p.add_argument('--num-classes', type=ranged(int, 1), default=None, help="with --model: the state dict's classes (default 1000)")
+    p.add_argument('--image-size', type=ranged(int, 8), default=None,
+                   help="with --model, for a plain state dict (latent size = image size / 8)")
+    p.add_argument('--num-classes', type=ranged(int, 1), default=None,
+                   help="with --model: the state dict's classes (default 1000)")
     p.add_argument('--cfg-scale', type=ranged(float, 0), default=4.0)
-    p.add_argument('--num-sampling-steps', type=ranged(int, 1, 1000), default=None, help="default: 20 for dpm++2m, 50 for ddim, 250 for ddpm")
+    p.add_argument('--num-sampling-steps', type=ranged(int, 1, 1000), default=None,
+                   help="default: 20 for dpm++2m, 50 for ddim, 250 for ddpm")
     p.add_argument('--sampler', default='dpm++2m', choices=SAMPLERS)
     p.add_argument('--seed', type=ranged(int, 0), default=0)
     p.add_argument('--ckpt', default=None, help="a .safetensors, a dit-train checkpoint or a reference .pt")
     p.add_argument('--shipped', default=None, choices=['image', 'video'],
-                   help="without --ckpt: the shipped image DiT (the default) or the shipped video DiT (clips: 31_video_train)")
-    p.add_argument('--item-size', type=ranged(int, 16), default=None, help="video --eval: item size of the clips (default: the checkpoint's)")
+                   help="without --ckpt: the shipped image DiT (the default) or the shipped video DiT "
+                        "(clips: 31_video_train)")
+    p.add_argument('--item-size', type=ranged(int, 16), default=None,
+                   help="video --eval: item size of the clips (default: the checkpoint's)")
     p.add_argument('--device', default=None)
-    p.add_argument('--precision', default='auto', choices=['auto', 'fp32', 'bf16'], help="auto: bf16 autocast on CUDA, fp32 on a CPU")
+    p.add_argument('--precision', default='auto', choices=['auto', 'fp32', 'bf16'],
+                   help="auto: bf16 autocast on CUDA, fp32 on a CPU")
     p.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the guided model (ddpm: the whole step, 22a_fast); default on for CUDA")
+                   help="torch.compile the guided model (ddpm: the whole step, 22a_fast); "
+                        "on by default on CUDA")
     return p
 
 @functools.lru_cache
 def max_dpm_steps(num_timesteps=1000):
-    "The most steps DPM-Solver++ gets from `num_timesteps` with log-SNR spacing (more targets fall on repeated steps)."
+    "The most steps DPM-Solver++ gets from `num_timesteps` with log-SNR spacing (more targets repeat steps)."
     d = create_diffusion("")
-    return next(n - 1 for n in range(2, num_timesteps + 2) if n > num_timesteps or len(logsnr_timesteps(d, n)) < n)
+    return next(n - 1 for n in range(2, num_timesteps + 2)
+                if n > num_timesteps or len(logsnr_timesteps(d, n)) < n)
 
 def check_sample_args(a):
     "Checks across dit-sample's flags, before any model is loaded: UserError naming the flag."
     if (a.model is None) != (a.image_size is None) or (a.num_classes is not None and a.model is None):
-        raise UserError("--model, --image-size (and --num-classes) go together: they build the model for a plain state dict")
-    if a.image_size is not None and a.image_size % 8: raise UserError(f"--image-size {a.image_size}: must be a multiple of 8 (latents are 8x smaller)")
+        raise UserError("--model, --image-size (and --num-classes) go together: "
+                        "they build the model for a plain state dict")
+    if a.image_size is not None and a.image_size % 8:
+        raise UserError(f"--image-size {a.image_size}: must be a multiple of 8 (latents are 8x smaller)")
     n = _steps(a)
     if a.sampler == 'dpm++2m' and not 2 <= n <= max_dpm_steps():
-        raise UserError(f"--num-sampling-steps {n}: dpm++2m takes an integer in [2, {max_dpm_steps()}] (distinct log-SNR steps of 1000)")
+        raise UserError(f"--num-sampling-steps {n}: dpm++2m takes an integer in [2, "
+                        f"{max_dpm_steps()}] (distinct log-SNR steps of 1000)")
     out = getattr(a, 'out', None)
-    if out is not None and Path(out).suffix not in OUT_SUFFIXES: raise UserError(f"--out {out}: must end in .png, .jpg or .npz")
+    if out is not None and Path(out).suffix not in OUT_SUFFIXES:
+        raise UserError(f"--out {out}: must end in .png, .jpg or .npz")
 
 def _fast_args(a, device):
     "Resolve --precision and --compile for `device`: (precision, compile)."
     cuda = device.type == 'cuda'
-    return ('bf16' if cuda else 'fp32') if a.precision == 'auto' else a.precision, cuda if a.compile is None else a.compile
+    precision = ('bf16' if cuda else 'fp32') if a.precision == 'auto' else a.precision
+    return precision, cuda if a.compile is None else a.compile
 
 def _steps(a): return a.num_sampling_steps or dict(ddpm=250, ddim=50).get(a.sampler, 20)
 
@@ -163,11 +195,13 @@ def _load(a, device):
 
 # %% ../nbs/23_sample.ipynb #92814f98
 def sample(argv=None):
-    "Run dit-sample with the command-line arguments `argv`; returns the output path (or the scores with --eval)."
+    "Run dit-sample with the command-line arguments `argv`; returns the output path (--eval: the scores)."
     p = sample_parser()
-    p.add_argument('--class-labels', type=ranged(int, 0), nargs='+', default=None, help="default: every class twice (or the reference's 8 ImageNet classes)")
+    p.add_argument('--class-labels', type=ranged(int, 0), nargs='+', default=None,
+                   help="default: every class twice (or the reference's 8 ImageNet classes)")
     p.add_argument('--out', default='sample.png', help="a .png grid or an .npz (arr_0 uint8 NHWC, labels)")
-    p.add_argument('--eval', type=ranged(int, 0), default=0, metavar='N', help="Fashion-MNIST: score N samples per class (accuracy, FID) and print JSON")
+    p.add_argument('--eval', type=ranged(int, 0), default=0, metavar='N',
+                   help="Fashion-MNIST: score N samples per class (accuracy, FID) and print JSON")
     a = p.parse_args(argv)
     if a.ckpt and a.shipped: raise UserError("give --ckpt or --shipped, not both")
     from dit_edu.video_train import is_video_checkpoint, sample_video
@@ -178,13 +212,18 @@ def sample(argv=None):
     torch.manual_seed(a.seed)
     model, vae = _load(a, device)
     precision, compile = _fast_args(a, device)
-    labels = a.class_labels or (list(range(model.num_classes)) * 2 if model.num_classes <= 16 else [207, 360, 387, 974, 88, 979, 417, 279])
-    if max(labels) >= model.num_classes: raise UserError(f"--class-labels must lie in [0, {model.num_classes - 1}], got {labels}")
+    few_classes = model.num_classes <= 16                     # else ImageNet: the reference's sample classes
+    labels = a.class_labels or (list(range(model.num_classes)) * 2 if few_classes else
+                                [207, 360, 387, 974, 88, 979, 417, 279])
+    if max(labels) >= model.num_classes:
+        raise UserError(f"--class-labels must lie in [0, {model.num_classes - 1}], got {labels}")
     if a.eval:
         res, _ = evaluate_model(model, a.eval, a.cfg_scale, _steps(a), a.sampler, a.seed, vae=vae,
                                 precision=precision, compile=compile)
-        print(json.dumps(res, indent=1)); return res
-    x = generate(model, labels, a.cfg_scale, _steps(a), a.sampler, a.seed, vae, precision=precision, compile=compile)
+        print(json.dumps(res, indent=1))
+        return res
+    x = generate(model, labels, a.cfg_scale, _steps(a), a.sampler, a.seed, vae, precision=precision,
+                 compile=compile)
     out = save_samples(x, labels, a.out)
     print(f"wrote {len(labels)} samples to {out}")
     return out
@@ -206,7 +245,8 @@ def sample_ddp(argv=None):
     rank, world, device = setup_distributed(a.device)
     model, vae = _load(a, device)
     precision, compile = _fast_args(a, device)
-    name = f"{Path(a.ckpt).stem if a.ckpt else 'fmnist_dit'}-cfg-{a.cfg_scale}-{a.sampler}-{_steps(a)}-seed-{a.global_seed}"
+    stem = Path(a.ckpt).stem if a.ckpt else 'fmnist_dit'
+    name = f"{stem}-cfg-{a.cfg_scale}-{a.sampler}-{_steps(a)}-seed-{a.global_seed}"
     folder = Path(a.sample_dir)/name
     folder.mkdir(parents=True, exist_ok=True)
     n, B = a.num_fid_samples, a.per_proc_batch_size
@@ -214,13 +254,16 @@ def sample_ddp(argv=None):
     for i, start in enumerate(range(rank * B, n, world * B)):        # rank r draws batches r, r+world, ...
         b = min(B, n - start)
         labels = torch.randint(0, model.num_classes, (b,), generator=g)
-        x = generate(model, labels.tolist(), a.cfg_scale, _steps(a), a.sampler, int(torch.randint(2**31, (1,), generator=g)), vae,
-                     precision=precision, compile=compile)
+        x = generate(model, labels.tolist(), a.cfg_scale, _steps(a), a.sampler,
+                     int(torch.randint(2**31, (1,), generator=g)), vae, precision=precision, compile=compile)
         for j, (img, lab) in enumerate(zip(to_uint8_nhwc(x), labels.tolist())):
-            _save_png(img, folder/f"{start + j:06d}.png"); (folder/f"{start + j:06d}.txt").write_text(str(lab))
+            _save_png(img, folder/f"{start + j:06d}.png")
+            (folder/f"{start + j:06d}.txt").write_text(str(lab))
     if dist.is_initialized(): dist.barrier()
     if rank == 0: print(f"wrote {_gather_npz(folder, n)}")
-    if dist.is_initialized(): dist.barrier(); dist.destroy_process_group()
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
     return folder.parent/f"{folder.name}.npz"
 
 def main_ddp(argv=None):

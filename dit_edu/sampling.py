@@ -14,74 +14,80 @@ from .diffusion import GaussianDiffusion
 
 # %% ../nbs/09_sampling.ipynb #d3a1a255
 class ClassifierFreeGuidance:
-    "The guided model the samplers call: x (N, ...) -> first half of `model.forward_with_cfg` on the doubled batch."
+    "The guided model the samplers call: x (N, ...) -> first half of `forward_with_cfg` on the doubled batch."
     def __init__(self, model, cfg_scale, all_channels=False, null_class=None):
-        if not hasattr(model, "forward_with_cfg"): raise ValueError("guidance needs a model with forward_with_cfg (a DiT)")
+        if not hasattr(model, "forward_with_cfg"):
+            raise ValueError("guidance needs a model with forward_with_cfg (a DiT)")
         self.model, self.cfg_scale, self.all_channels = model, cfg_scale, all_channels
         self.null_class = getattr(model, "num_classes", None) if null_class is None else null_class
-        if self.null_class is None: raise ValueError("null_class is needed: the model has no num_classes attribute")
+        if self.null_class is None:
+            raise ValueError("null_class is needed: the model has no num_classes attribute")
 
     def parameters(self): return self.model.parameters()                     # so samplers find the device
 
     def __call__(self, x, t, y):
         N = x.shape[0]
-        if not torch.is_tensor(y) or tuple(y.shape) != (N,): raise ValueError(f"y must be a ({N},) tensor of labels, got {y!r}")
+        if not torch.is_tensor(y) or tuple(y.shape) != (N,):
+            raise ValueError(f"y must be a ({N},) tensor of labels, got {y!r}")
         y2 = torch.cat([y, torch.full_like(y, self.null_class)])                # labels, then the null class
         out = self.model.forward_with_cfg(torch.cat([x, x]), torch.cat([t, t]), y2, self.cfg_scale,
                                           cfg_channels=None if self.all_channels else 3)   # (2N, C_out, H, W)
-        return out[:N]                                                           # both halves hold the same guided eps
+        return out[:N]  # both halves hold the same guided eps
 
 # %% ../nbs/09_sampling.ipynb #41583704
 def dpm_solver_coefficients(diffusion:GaussianDiffusion):
-    "Per chain index i, the step from s (index i) to t (index i-1): x_t = a x_s + b D, and c = 1/(2 r) for 2M (float64)."
+    "Per chain index i, the step s (index i) -> t (index i-1): x_t = coef_x x_s + coef_d D; coef_r = 1/(2 r)."
     ab, ab_prev = diffusion.alphas_cumprod, diffusion.alphas_cumprod_prev
     alpha_s, sigma_s = np.sqrt(ab), np.sqrt(1 - ab)                         # where the step starts (noisier)
     alpha_t, sigma_t = np.sqrt(ab_prev), np.sqrt(1 - ab_prev)               # where it lands
-    exp_neg_h = (alpha_s / sigma_s) * (sigma_t / alpha_t)                   # e^{-h}, h = lambda_t - lambda_s; 0 at the end
-    a, b = sigma_t / sigma_s, alpha_t * (1 - exp_neg_h)
+    exp_neg_h = (alpha_s / sigma_s) * (sigma_t / alpha_t)  # e^{-h}, h = lambda_t - lambda_s; 0 at the end
+    coef_x, coef_d = sigma_t / sigma_s, alpha_t * (1 - exp_neg_h)
     h = -np.log(np.where(exp_neg_h > 0, exp_neg_h, np.nan))                 # NaN for the last step (h = inf)
-    c = np.full_like(h, np.nan)
-    c[:-1] = h[:-1] / (2 * h[1:])                                           # 1/(2 r_i), r_i = h_{i+1}/h_i (previous step)
-    return a, b, c
+    coef_r = np.full_like(h, np.nan)                                        # 2M only: r of the previous step
+    coef_r[:-1] = h[:-1] / (2 * h[1:])                                      # 1/(2 r_i), r_i = h_{i+1}/h_i
+    return coef_x, coef_d, coef_r
 
 # %% ../nbs/09_sampling.ipynb #f1db9a1a
 class _DPMSolverStep:
-    "The DPM-Solver++ step function for `_progressive`: remembers the previous x_0 prediction and its position in the chain."
+    "The DPM-Solver++ step for `_progressive`: keeps the previous x_0 prediction and its place in the chain."
     def __init__(self, diffusion, order):
         if order not in (1, 2): raise ValueError(f"DPM-Solver++ order must be 1 or 2, got {order!r}")
         self.d, self.order, self.prev = diffusion, order, None
-        self.a, self.b, self.c = (c.tolist() for c in dpm_solver_coefficients(diffusion))
+        self.coef_x, self.coef_d, self.coef_r = (c.tolist() for c in dpm_solver_coefficients(diffusion))
         self.i = diffusion.num_timesteps                                     # decremented before each step
 
     def __call__(self, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None):
         self.i -= 1
         x0 = self.d.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)["pred_xstart"]
         D = x0
-        if self.order == 2 and self.prev is not None and self.i > 0:        # 2M: extrapolate with the previous x_0
-            D = (1 + self.c[self.i]) * x0 - self.c[self.i] * self.prev
+        if self.order == 2 and self.prev is not None and self.i > 0:  # 2M: extrapolate with the previous x_0
+            D = (1 + self.coef_r[self.i]) * x0 - self.coef_r[self.i] * self.prev
         self.prev = x0
-        return dict(sample=self.a[self.i] * x + self.b[self.i] * D, pred_xstart=x0)
+        return dict(sample=self.coef_x[self.i] * x + self.coef_d[self.i] * D, pred_xstart=x0)
 
 # %% ../nbs/09_sampling.ipynb #f7f74a5f
 @patch
-def dpm_solver_sample_loop_progressive(self:GaussianDiffusion, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
-                                       model_kwargs=None, device=None, progress=False, order=2):
+def dpm_solver_sample_loop_progressive(self:GaussianDiffusion, model, shape, noise=None, clip_denoised=True,
+                                       denoised_fn=None, model_kwargs=None, device=None, progress=False,
+                                       order=2):
     "DPM-Solver++ (2M, or 1 = DDIM) over every step of this process, yielding a `Step` per model call."
     yield from self._progressive(_DPMSolverStep(self, order), model, shape, noise, device, progress,
-                                 clip_denoised=clip_denoised, denoised_fn=denoised_fn, model_kwargs=model_kwargs)
+                                 clip_denoised=clip_denoised, denoised_fn=denoised_fn,
+                                 model_kwargs=model_kwargs)
 
 @patch
-def dpm_solver_sample_loop(self:GaussianDiffusion, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
-                           model_kwargs=None, device=None, progress=False, order=2):
+def dpm_solver_sample_loop(self:GaussianDiffusion, model, shape, noise=None, clip_denoised=True,
+                           denoised_fn=None, model_kwargs=None, device=None, progress=False, order=2):
     "Samples of `shape` by DPM-Solver++(2M) over every step of this process."
-    for step in self.dpm_solver_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn, model_kwargs,
-                                                        device, progress, order): pass
+    for step in self.dpm_solver_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn,
+                                                        model_kwargs, device, progress, order): pass
     return step.sample
 
 # %% ../nbs/09_sampling.ipynb #3411204f
 def logsnr_timesteps(diffusion:GaussianDiffusion, n):
-    "At most `n` steps of `diffusion`, evenly spaced in half log-SNR from its last step to its first (always both ends)."
-    if not isinstance(n, (int, np.integer)) or n < 2: raise ValueError(f"need an integer number of steps >= 2, got {n!r}")
+    "At most `n` steps of `diffusion`, even in half log-SNR from its last step to its first (both ends kept)."
+    if not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"need an integer number of steps >= 2, got {n!r}")
     ab = diffusion.alphas_cumprod
     lam = 0.5 * np.log(ab / (1 - ab))                                       # decreasing in t
     targets = np.linspace(lam[-1], lam[0], n)
@@ -91,20 +97,24 @@ def logsnr_timesteps(diffusion:GaussianDiffusion, n):
 SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 
 class Sampler:
-    "DDPM, DDIM or DPM-Solver++(2M) over a diffusion, with `steps` model calls (None: every step of `diffusion`)."
-    def __init__(self, diffusion:GaussianDiffusion, method="dpm++2m", steps=None, eta=0.0, clip_denoised=True, spacing=None):
+    "DDPM, DDIM or DPM-Solver++(2M) over a diffusion in `steps` model calls (None: every step of it)."
+    def __init__(self, diffusion:GaussianDiffusion, method="dpm++2m", steps=None, eta=0.0, clip_denoised=True,
+                 spacing=None):
         check_choice("sampler", method, SAMPLERS)
         spacing = spacing or ("logsnr" if method == "dpm++2m" else "even")
         check_choice("spacing", spacing, ("even", "logsnr"))
-        if steps is not None and spacing == "logsnr": diffusion = diffusion.subset(logsnr_timesteps(diffusion, steps))
+        if steps is not None and spacing == "logsnr":
+            diffusion = diffusion.subset(logsnr_timesteps(diffusion, steps))
         elif steps is not None: diffusion = diffusion.respace(str(steps))
         self.diffusion, self.method, self.eta, self.clip_denoised = diffusion, method, eta, clip_denoised
 
     def progressive(self, model, shape, noise=None, model_kwargs=None, device=None, progress=False):
-        "Yield a `Step` (t, x_t, pred_xstart, sample) for every model call, from pure noise to the final sample."
-        d, kw = self.diffusion, dict(clip_denoised=self.clip_denoised, model_kwargs=model_kwargs, device=device, progress=progress)
+        "Yield a `Step` (t, x_t, pred_xstart, sample) per model call, from pure noise to the final sample."
+        d, kw = self.diffusion, dict(clip_denoised=self.clip_denoised, model_kwargs=model_kwargs,
+                                     device=device, progress=progress)
         if self.method == "ddpm": return d.p_sample_loop_progressive(model, shape, noise, **kw)
-        if self.method == "ddim": return d.ddim_sample_loop_progressive(model, shape, noise, eta=self.eta, **kw)
+        if self.method == "ddim":
+            return d.ddim_sample_loop_progressive(model, shape, noise, eta=self.eta, **kw)
         return d.dpm_solver_sample_loop_progressive(model, shape, noise, **kw)
 
     def sample(self, model, shape, noise=None, model_kwargs=None, device=None, progress=False):

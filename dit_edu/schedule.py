@@ -34,11 +34,12 @@ def get_named_beta_schedule(schedule_name, num_timesteps):
         raise ValueError(f"num_timesteps must be a positive integer, got {num_timesteps!r}")
     if schedule_name == "linear": return linear_betas(num_timesteps)
     if schedule_name in ("cosine", "squaredcos_cap_v2"): return cosine_betas(num_timesteps)
-    raise ValueError(f"unknown noise schedule {schedule_name!r}: expected 'linear' or 'cosine' ('squaredcos_cap_v2')")
+    raise ValueError(f"unknown noise schedule {schedule_name!r}: "
+                     "expected 'linear' or 'cosine' ('squaredcos_cap_v2')")
 
 # %% ../nbs/06_schedule.ipynb #0172a543
 class NoiseSchedule:
-    "The fixed forward process: every per-timestep coefficient as a float64 numpy array, named as in the reference."
+    "The fixed forward process: each per-timestep coefficient a float64 array, named as in the reference."
     def __init__(self, betas):
         betas = np.array(betas, dtype=np.float64)
         if betas.ndim != 1 or len(betas) == 0 or not ((betas > 0) & (betas <= 1)).all():
@@ -46,7 +47,8 @@ class NoiseSchedule:
         self.betas, self.num_timesteps = betas, len(betas)
         self.alphas = 1.0 - betas
         self.alphas_cumprod = np.cumprod(self.alphas)                              # alpha_bar_t
-        self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])        # alpha_bar_{t-1}, 1 before the first step
+        # alpha_bar_{t-1}, 1 before the first step
+        self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
         self.alphas_cumprod_next = np.append(self.alphas_cumprod[1:], 0.0)
         self.sqrt_alphas_cumprod = np.sqrt(self.alphas_cumprod)
         self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - self.alphas_cumprod)
@@ -55,8 +57,7 @@ class NoiseSchedule:
         self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1)
         self.log_betas = np.log(betas)
         self._init_posterior()
-        self._device_cache = {}                                                    # (name, device) -> torch copy
-        self._checked = None                                                       # the last validated t tensor
+        self._device_cache = {}  # (name, device) -> torch copy
 
     @property
     def snr(self):
@@ -66,42 +67,38 @@ class NoiseSchedule:
     def _init_posterior(self):
         "Coefficients of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, Eq. 6-7)."
         b, ab, ab_prev = self.betas, self.alphas_cumprod, self.alphas_cumprod_prev
-        self.posterior_variance = b * (1.0 - ab_prev) / (1.0 - ab)                     # beta-tilde_t, 0 at t = 0
+        self.posterior_variance = b * (1.0 - ab_prev) / (1.0 - ab)  # beta-tilde_t, 0 at t = 0
         # log(0) at t = 0 is replaced by the next value; a 1-step process has only beta to fall back on
         pv = self.posterior_variance
         self.posterior_log_variance_clipped = np.log(np.append(pv[1], pv[1:])) if len(pv) > 1 else np.log(b)
         self.posterior_mean_coef1 = b * np.sqrt(ab_prev) / (1.0 - ab)                  # multiplies x_0
         self.posterior_mean_coef2 = (1.0 - ab_prev) * np.sqrt(self.alphas) / (1.0 - ab)  # multiplies x_t
-        # the "fixed large" variance beta_t of a model that does not learn sigma; beta-tilde_1 at t = 0 (better decoder NLL)
+        # the "fixed large" variance beta_t of a model that does not learn sigma; beta-tilde_1 at t = 0
+        # (better decoder NLL)
         self.fixed_large_variance = np.append(pv[1], b[1:]) if len(pv) > 1 else b
         self.fixed_large_log_variance = np.log(self.fixed_large_variance)
 
     def check_timesteps(self, t, x):
-        "`t` as a (N,) long tensor on x's device (an int is repeated N times); ValueError if out of range or mismatched."
+        "`t` as a (N,) long tensor on x's device (an int is repeated N times); ValueError if mismatched."
         N = x.shape[0]
-        if isinstance(t, (int, np.integer)): t = torch.full((N,), int(t), device=x.device)
+        if isinstance(t, (int, np.integer)): t = torch.full((N,), int(t))
         if not torch.is_tensor(t) or t.ndim != 1 or t.is_floating_point():
             raise ValueError(f"t must be an int or a 1-D integer tensor of timesteps, got {t!r}")
         if t.shape[0] != N: raise ValueError(f"t has {t.shape[0]} timesteps but x has batch size {N}")
-        t = t.to(x.device)
-        if self._checked is not None and self._checked[0] is t and self._checked[1] == t._version: return t
-        lo, hi = int(t.min()), int(t.max())                                            # one host sync per new t
-        if lo < 0 or hi >= self.num_timesteps:
-            raise ValueError(f"timesteps must lie in [0, {self.num_timesteps - 1}], got values from {lo} to {hi}")
-        self.mark_checked(t)
-        return t
-
-    def mark_checked(self, t):
-        "Remember `t` as valid, so nested calls with the same (unmodified) tensor skip the range check's host sync."
-        self._checked = (t, t._version)
+        if t.device.type == "cpu" and not torch.compiler.is_compiling():  # values: read on the host only
+            lo, hi = int(t.min()), int(t.max())
+            if lo < 0 or hi >= self.num_timesteps:
+                raise ValueError(f"timesteps must lie in [0, {self.num_timesteps - 1}], got {lo} to {hi}")
+        return t.to(x.device)
 
     def extract(self, name, t, x):
-        "Rows `t` of schedule array `name` on x's device, as float32 (float64 for float64 x), shaped (N, 1, ...) like x."
+        "Rows `t` of schedule array `name` on x's device, float32 (float64 x: float64), shaped (N, 1, ...)."
         key = (name, t.device)
         table = self._device_cache.get(key)
-        if table is None:                                                              # first use on this device
+        if table is None:  # first use on this device
             arr = torch.from_numpy(getattr(self, name))
-            table = self._device_cache[key] = arr.to(t.device, torch.float32 if t.device.type == "mps" else None)
+            table_dtype = torch.float32 if t.device.type == "mps" else None           # MPS has no float64
+            table = self._device_cache[key] = arr.to(t.device, table_dtype)
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         return table[t].to(dtype).view(-1, *([1] * (x.ndim - 1)))                      # (N, 1, 1, 1)
 
@@ -109,7 +106,8 @@ class NoiseSchedule:
         "Draw x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (Ho et al. 2020, Eq. 4)."
         if noise is None: noise = torch.randn_like(x_start)
         if noise.shape != x_start.shape:
-            raise ValueError(f"noise shape {tuple(noise.shape)} differs from x_start shape {tuple(x_start.shape)}")
+            raise ValueError(f"noise shape {tuple(noise.shape)} differs from x_start shape "
+                             f"{tuple(x_start.shape)}")
         t = self.check_timesteps(t, x_start)
         return (self.extract("sqrt_alphas_cumprod", t, x_start) * x_start
                 + self.extract("sqrt_one_minus_alphas_cumprod", t, x_start) * noise)
@@ -117,14 +115,18 @@ class NoiseSchedule:
     def q_posterior_mean_variance(self, x_start, x_t, t):
         "Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, Eq. 6-7)."
         if x_start.shape != x_t.shape:
-            raise ValueError(f"x_start shape {tuple(x_start.shape)} differs from x_t shape {tuple(x_t.shape)}")
+            raise ValueError(f"x_start shape {tuple(x_start.shape)} differs from x_t's {tuple(x_t.shape)}")
         t = self.check_timesteps(t, x_t)
-        mean = self.extract("posterior_mean_coef1", t, x_t) * x_start + self.extract("posterior_mean_coef2", t, x_t) * x_t
-        return mean, self.extract("posterior_variance", t, x_t), self.extract("posterior_log_variance_clipped", t, x_t)
+        coef1 = self.extract("posterior_mean_coef1", t, x_t)                        # multiplies x_0
+        coef2 = self.extract("posterior_mean_coef2", t, x_t)                        # multiplies x_t
+        mean = coef1 * x_start + coef2 * x_t
+        variance = self.extract("posterior_variance", t, x_t)
+        return mean, variance, self.extract("posterior_log_variance_clipped", t, x_t)
 
     def predict_xstart_from_eps(self, x_t, t, eps):
         "x_0 implied by x_t and a noise prediction: x_t / sqrt(alpha_bar_t) - sqrt(1/alpha_bar_t - 1) eps."
-        return self.extract("sqrt_recip_alphas_cumprod", t, x_t) * x_t - self.extract("sqrt_recipm1_alphas_cumprod", t, x_t) * eps
+        return (self.extract("sqrt_recip_alphas_cumprod", t, x_t) * x_t
+                - self.extract("sqrt_recipm1_alphas_cumprod", t, x_t) * eps)
 
     def predict_eps_from_xstart(self, x_t, t, pred_xstart):
         "The noise implied by x_t and an x_0 prediction (inverse of `predict_xstart_from_eps`)."

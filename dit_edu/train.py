@@ -28,13 +28,13 @@ from .video import VideoDiT_models
 
 # %% ../nbs/22_train.ipynb #3ac8a4be
 def step_randomness(seed, step, shape, num_timesteps, rank=0, world=1, device='cpu'):
-    "Timesteps, noise and two uniforms (label drop, flip) for the global batch `shape` at `step`; this rank's rows."
+    "Timesteps, noise, two uniforms (label drop, flip) of the global batch `shape` at `step`: this rank's."
     g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
     t = torch.randint(0, num_timesteps, shape[:1], generator=g, device=device)
     noise = torch.randn(shape, generator=g, device=device)
     u = torch.rand(shape[0], 2, generator=g, device=device)
-    rows = slice(rank, None, world)  # DistributedSampler deals global row j to rank j % world
-    return t[rows], noise[rows].contiguous(), u[rows, 0], u[rows, 1]
+    mine = slice(rank, None, world)  # DistributedSampler deals global row j to rank j % world
+    return t[mine], noise[mine].contiguous(), u[mine, 0], u[mine, 1]
 
 # %% ../nbs/22_train.ipynb #6ac7d0ee
 def drop_labels(y, u, prob, null_class):
@@ -48,9 +48,12 @@ def flip_batch(x, u):
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 # %% ../nbs/22_train.ipynb #2d736185
-def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision='fp32', compile=False, loss_fn=None):
-    "A function (x, y, t, noise) -> loss tensor: one AdamW step of the diffusion loss, then the EMA update (precision and compile shape the default loss)."
-    if precision not in ('fp32', 'bf16'): raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision='fp32', compile=False,
+                    loss_fn=None):
+    "A function (x, y, t, noise) -> loss tensor: one AdamW step of the diffusion loss, then the EMA update."
+    # precision and compile shape the default loss; loss_fn replaces it (the fast path of 22a_fast)
+    if precision not in ('fp32', 'bf16'):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     if loss_fn is None:
         device_type = next(model.parameters()).device.type
         def model_fn(x_t, t, y):
@@ -74,23 +77,27 @@ def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision
 
 # %% ../nbs/22_train.ipynb #199f40db
 def save_checkpoint(path, state):
-    "torch.save `state` to `path` atomically (temporary file, fsync, rename); a failed write is a one-line OSError."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    "torch.save `state` to `path` atomically (temporary file, fsync, rename); failing: a one-line OSError."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
     try:
         with open(tmp, 'wb') as f:
-            torch.save(state, f); f.flush(); os.fsync(f.fileno())
-    except (OSError, RuntimeError) as e:              # torch words a failed write 'enforce fail at inline_container.cc'
-        free = shutil.disk_usage(path.parent).free               # before the partial file goes: what the write met
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:  # torch words a failed write 'enforce fail at inline_container.cc'
+        free = shutil.disk_usage(path.parent).free  # before the partial file goes: what the write met
         tmp.unlink(missing_ok=True)
         full = getattr(e, 'errno', None) == errno.ENOSPC or 'No space' in str(e) or free < 2**26
         why = f"the disk is full ({free / 2**20:.0f} MiB free)" if full else str(e).strip().splitlines()[0]
-        raise OSError(errno.ENOSPC if full else errno.EIO, f"could not write checkpoint {path}: {why}") from None
+        raise OSError(errno.ENOSPC if full else errno.EIO,
+                      f"could not write checkpoint {path}: {why}") from None
     os.replace(tmp, path)
     return path
 
 def remove_partial_checkpoints(folder):
-    "Delete the temporary files of checkpoints whose writing was cut off (a crash or a full disk); returns their names."
+    "Delete the temporary files of checkpoint writes cut off (a crash, a full disk); returns their names."
     parts = sorted(Path(folder).glob('.*.pt.tmp*'))
     for p in parts: p.unlink(missing_ok=True)
     return [p.name for p in parts]
@@ -99,18 +106,23 @@ def remove_partial_checkpoints(folder):
 CKPT_KEYS = ('model', 'ema', 'opt', 'step', 'args', 'config', 'data', 'rng')
 
 def read_checkpoint(path):
-    "Load and verify a training checkpoint written by `save_checkpoint` (weights_only: it runs no code); ValueError naming the problem."
+    "Load and verify a checkpoint of `save_checkpoint` (weights_only: runs no code); ValueError if bad."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         with zipfile.ZipFile(path) as z: bad = z.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ValueError(f"checkpoint {path} is truncated or not a PyTorch checkpoint ({e or 'empty file'}); use an earlier one") from None
-    if bad is not None: raise ValueError(f"checkpoint {path} is corrupt (CRC mismatch in {bad}); use an earlier one")
+        raise ValueError(f"checkpoint {path} is truncated or not a PyTorch checkpoint ({e or 'empty file'}); "
+                         "use an earlier one") from None
+    if bad is not None:
+        raise ValueError(f"checkpoint {path} is corrupt (CRC mismatch in {bad}); use an earlier one")
     ckpt = load_tensors(path)
     missing = [k for k in CKPT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing: raise ValueError(f"{path} is not a dit-train checkpoint (missing {missing}); for weights only use dit_edu.model.load_checkpoint")
-    if isinstance(ckpt['args'], str): ckpt['args'] = json.loads(ckpt['args'])   # stored as JSON text (older runs: a dict)
+    if missing:
+        raise ValueError(f"{path} is not a dit-train checkpoint (missing {missing}); "
+                         "for weights only use dit_edu.model.load_checkpoint")
+    # stored as JSON text (older runs: a dict)
+    if isinstance(ckpt['args'], str): ckpt['args'] = json.loads(ckpt['args'])
     return ckpt
 
 # %% ../nbs/22_train.ipynb #90b9da7e
@@ -119,25 +131,31 @@ class ResumableSampler(DistributedSampler):
     skip = 0
     def __iter__(self): return iter(list(super().__iter__())[self.skip:])
     def __len__(self): return self.num_samples - self.skip
-    def set_position(self, epoch, skip): self.set_epoch(epoch); self.skip = skip
+    def set_position(self, epoch, skip):
+        self.set_epoch(epoch)
+        self.skip = skip
 
 # %% ../nbs/22_train.ipynb #ac1259d4
-TINY_DEFAULTS = dict(model='DiT-Nano/4', image_size=28, num_classes=10, epochs=1000, global_batch_size=64, lr=1e-3,
-                     warmup_steps=100, ema_decay=0.995, max_steps=4000, num_workers=0, log_every=50, ckpt_every=500,
-                     sample_every=500, vae='ema')
-PAPER_DEFAULTS = dict(model='DiT-XL/2', image_size=256, num_classes=1000, epochs=1400, global_batch_size=256, lr=1e-4,
-                      warmup_steps=0, ema_decay=0.9999, max_steps=None, num_workers=4, log_every=100, ckpt_every=50_000,
-                      sample_every=10_000, vae='ema')
-# what a resumed run may change: how long it trains, how often it logs, saves and samples, how it runs (not what it computes)
-RESUME_OVERRIDES = ('data_path', 'max_steps', 'epochs', 'log_every', 'ckpt_every', 'sample_every', 'num_workers',
-                    'no_progress', 'device', 'compile', 'attention', 'grad_checkpointing', 'cfg_scale')
+TINY_DEFAULTS = dict(model='DiT-Nano/4', image_size=28, num_classes=10, epochs=1000, global_batch_size=64,
+                     lr=1e-3, warmup_steps=100, ema_decay=0.995, max_steps=4000, num_workers=0, log_every=50,
+                     ckpt_every=500, sample_every=500, vae='ema')
+PAPER_DEFAULTS = dict(model='DiT-XL/2', image_size=256, num_classes=1000, epochs=1400, global_batch_size=256,
+                      lr=1e-4, warmup_steps=0, ema_decay=0.9999, max_steps=None, num_workers=4, log_every=100,
+                      ckpt_every=50_000, sample_every=10_000, vae='ema')
+# what a resumed run may change: how long it trains, how often it logs, saves and samples, how it runs
+# (not what it computes)
+RESUME_OVERRIDES = ('data_path', 'max_steps', 'epochs', 'log_every', 'ckpt_every', 'sample_every',
+                    'num_workers', 'no_progress', 'device', 'compile', 'attention', 'grad_checkpointing',
+                    'cfg_scale')
 
 # %% ../nbs/22_train.ipynb #37741c85
 def get_parser():
     "dit-train's argument parser (the reference's train.py flags, plus ours); every number states its range."
-    p = Parser(prog='dit-train', description="Train a DiT. No arguments: a tiny DiT on Fashion-MNIST on this machine.")
+    p = Parser(prog='dit-train',
+               description="Train a DiT. No arguments: a tiny DiT on Fashion-MNIST on this machine.")
     a, count, whole = p.add_argument, ranged(int, 1), ranged(int, 0)
-    a('--data-path', default=None, help="Fashion-MNIST files, an ImageFolder (ImageNet layout) or dit-extract latents")
+    a('--data-path', default=None,
+      help="Fashion-MNIST files, an ImageFolder (ImageNet layout) or dit-extract latents")
     a('--dataset', default=None, choices=['fashion-mnist', 'imagefolder', 'latents', 'moving-fmnist'],
       help="default: guessed from --data-path; moving-fmnist: clips for the video DiT (31_video_train)")
     a('--results-dir', default='results')
@@ -145,7 +163,8 @@ def get_parser():
     a('--image-size', type=count, default=None)
     a('--num-classes', type=count, default=None)
     a('--epochs', type=count, default=None)
-    a('--max-steps', type=count, default=None, help="stop after this many optimizer steps (whichever comes first with --epochs)")
+    a('--max-steps', type=count, default=None,
+      help="stop after this many optimizer steps (whichever comes first with --epochs)")
     a('--global-batch-size', type=count, default=None)
     a('--global-seed', type=whole, default=0)
     a('--vae', default=None, help="'ema', 'mse' or a local AutoencoderKL folder (ImageFolder data only)")
@@ -157,19 +176,26 @@ def get_parser():
     a('--warmup-steps', type=whole, default=None, help="linear learning-rate warm-up")
     a('--ema-decay', type=ranged(float, 0, 1), default=None)
     a('--class-dropout-prob', type=ranged(float, 0, 1, hi_open=True), default=0.1)
-    a('--precision', default='auto', choices=['auto', 'fp32', 'bf16'], help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    a('--precision', default='auto', choices=['auto', 'fp32', 'bf16'],
+      help="auto: bf16 autocast on CUDA, fp32 on CPU")
     a('--compile', action=argparse.BooleanOptionalAction, default=None,
-      help="the fast path (22a_fast): sync-free loss compiled with the model; default on for CUDA, off on a CPU")
+      help="the fast path (22a_fast): sync-free loss compiled with the model; default on for CUDA, "
+           "off on a CPU")
     a('--attention', default='auto', choices=['auto', 'default', 'flash', 'cudnn', 'efficient', 'math'],
-      help="SDPA kernel of the fast path; auto: the fastest for this shape on CUDA (timed at start), PyTorch's choice elsewhere")
+      help="SDPA kernel of the fast path; auto: the fastest for this shape on CUDA (timed at start), "
+           "PyTorch's choice elsewhere")
     a('--grad-checkpointing', type=ranged(int, -1), nargs='?', const=-1, default=None, metavar='K',
       help="recompute activations in backward to save memory: every block (-1), or only the first K")
-    a('--bf16-residual', action='store_true', default=None, help="keep the residual stream in bf16 under autocast (see 05_model)")
+    a('--bf16-residual', action='store_true', default=None,
+      help="keep the residual stream in bf16 under autocast (see 05_model)")
     a('--num-frames', type=count, default=None, help="moving-fmnist: frames per clip")
     a('--item-size', type=count, default=None, help="moving-fmnist: side of the moving item in pixels")
-    a('--init-from', default=None, help="moving-fmnist: image DiT weights for the spatial part ('shipped', a file, or 'none')")
-    a('--resume', default=None, help="a checkpoint file, or a run folder (its latest checkpoint); the run keeps its checkpoint's "
-      "flags except " + ', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDES) + ", which may be given again")
+    a('--init-from', default=None,
+      help="moving-fmnist: image DiT weights for the spatial part ('shipped', a file, or 'none')")
+    a('--resume', default=None,
+      help="a checkpoint file, or a run folder (its latest checkpoint); the run keeps its checkpoint's "
+      "flags except " + ', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDES)
+      + ", which may be given again")
     a('--device', default=None, help="default: cuda if available, else cpu")
     a('--cfg-scale', type=ranged(float, 0), default=4.0, help="guidance scale of the sample grids")
     a('--no-progress', action='store_true', help="no tqdm bar")
@@ -177,10 +203,11 @@ def get_parser():
 
 # %% ../nbs/22_train.ipynb #713b43cf
 def resolve_args(args):
-    "Fill the data-dependent defaults (tiny Fashion-MNIST run or the paper's ImageNet setup); UserError for flags that do not fit."
+    "Fill the data-dependent defaults (tiny Fashion-MNIST run or the paper's ImageNet); UserError if unfit."
     with user_errors('--data-path'): args.dataset = args.dataset or detect_dataset(args.data_path)
     defaults = TINY_DEFAULTS if args.dataset == 'fashion-mnist' else PAPER_DEFAULTS
-    if args.dataset == 'moving-fmnist': from dit_edu.video_train import VIDEO_DEFAULTS as defaults   # 31_video_train
+    # 31_video_train
+    if args.dataset == 'moving-fmnist': from dit_edu.video_train import VIDEO_DEFAULTS as defaults
     elif any(getattr(args, k, None) is not None for k in ('num_frames', 'item_size', 'init_from')):
         raise UserError("--num-frames, --item-size and --init-from are for --dataset moving-fmnist")
     for k, v in defaults.items():
@@ -190,7 +217,8 @@ def resolve_args(args):
     args.bf16_residual = bool(args.bf16_residual)
     p, pixels = int(args.model.split('/')[-1]), args.dataset in ('fashion-mnist', 'moving-fmnist')
     if args.dataset != 'latents' and args.image_size % (p if pixels else 8 * p):
-        raise UserError(f"--image-size {args.image_size}: must be a multiple of {p if pixels else 8 * p} for {args.model} "
+        raise UserError(f"--image-size {args.image_size}: must be a multiple of {p if pixels else 8 * p} for "
+                        f"{args.model} "
                         f"(patch size {p}{'' if pixels else ' on latents 8 times smaller'})")
     return args
 
@@ -201,7 +229,9 @@ def setup_distributed(device=None):
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if world > 1 and not dist.is_initialized():
         local = int(os.environ.get('LOCAL_RANK', 0))
-        if device.type == 'cuda': device = torch.device('cuda', local); torch.cuda.set_device(device)
+        if device.type == 'cuda':
+            device = torch.device('cuda', local)
+            torch.cuda.set_device(device)
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     rank = dist.get_rank() if dist.is_initialized() else 0
     return rank, world, device
@@ -210,8 +240,8 @@ def setup_distributed(device=None):
 def build_model(args, in_channels, input_size):
     "The DiT of `args.model` for this data, with the same initial weights on every rank."
     torch.manual_seed(args.global_seed)
-    return DiT_models[args.model](input_size=input_size, in_channels=in_channels, num_classes=args.num_classes,
-                                  class_dropout_prob=args.class_dropout_prob)
+    return DiT_models[args.model](input_size=input_size, in_channels=in_channels,
+                                  num_classes=args.num_classes, class_dropout_prob=args.class_dropout_prob)
 
 def model_config(model):
     "DiT constructor kwargs of `model` (stored in checkpoints so that they load without the registry)."
@@ -223,12 +253,15 @@ def model_config(model):
 
 # %% ../nbs/22_train.ipynb #457f2a32
 def experiment_dir(args):
-    "Create a new results/NNN-Model folder (the reference's names) and return it; a name another run took first moves on."
-    root = Path(args.results_dir); root.mkdir(parents=True, exist_ok=True)
+    "Create and return a new results/NNN-Model folder (the reference's names); a name taken first moves on."
+    root = Path(args.results_dir)
+    root.mkdir(parents=True, exist_ok=True)
     index = len([p for p in root.iterdir() if p.is_dir()])
     while True:
         d = root/f"{index:03d}-{args.model.replace('/', '-')}"
-        try: d.mkdir(); return d                                 # atomic: exactly one run gets this name
+        try:  # atomic: exactly one run gets this name
+            d.mkdir()
+            return d
         except FileExistsError: index += 1
 
 def latest_checkpoint(path):
@@ -255,14 +288,20 @@ def grid_labels(num_classes, n_max=80):
 # %% ../nbs/22_train.ipynb #ea62e55a
 def plot_losses(metrics_file, out_png):
     "Plot the logged training loss against the step."
-    import matplotlib; matplotlib.use('Agg', force=False)
+    import matplotlib
+    matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt
-    rows = [json.loads(l) for l in Path(metrics_file).read_text().splitlines() if l.strip()]
-    if not rows: return
+    metrics = [json.loads(l) for l in Path(metrics_file).read_text().splitlines() if l.strip()]
+    if not metrics: return
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot([r['step'] for r in rows], [r['loss'] for r in rows])
-    ax.set_xlabel('step'); ax.set_ylabel('training loss'); ax.set_yscale('log'); ax.grid(alpha=0.3)
-    fig.tight_layout(); fig.savefig(out_png, dpi=100); plt.close(fig)
+    ax.plot([m['step'] for m in metrics], [m['loss'] for m in metrics])
+    ax.set_xlabel('step')
+    ax.set_ylabel('training loss')
+    ax.set_yscale('log')
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
 
 # %% ../nbs/22_train.ipynb #4fdd5bb5
 class Trainer:
@@ -270,14 +309,19 @@ class Trainer:
     def __init__(self, args):
         self.rank, self.world, self.device = setup_distributed(args.device)
         if args.global_batch_size % self.world:
-            raise UserError(f"--global-batch-size {args.global_batch_size} must be divisible by the number of processes {self.world}")
+            raise UserError(f"--global-batch-size {args.global_batch_size} must be divisible by the number "
+                            f"of processes {self.world}")
         self.args, self.local_bs = args, args.global_batch_size // self.world
         if args.precision == 'auto': args.precision = 'bf16' if self.device.type == 'cuda' else 'fp32'
-        with user_errors('--data-path'): self.dataset = make_dataset(args.dataset, args.data_path, args.image_size)
+        with user_errors('--data-path'):
+            self.dataset = make_dataset(args.dataset, args.data_path, args.image_size)
         labels = getattr(self.dataset, 'classes', None) or getattr(self.dataset, 'labels', [])
         n_labels = len(labels) if isinstance(labels, list) else int(max(labels)) + 1 if len(labels) else 0
-        if n_labels > args.num_classes: raise UserError(f"--num-classes {args.num_classes}: the data has {n_labels} classes; must be >= {n_labels}")
-        with user_errors('--vae'): self.vae = load_vae(args.vae, self.device) if args.dataset == 'imagefolder' else None
+        if n_labels > args.num_classes:
+            raise UserError(f"--num-classes {args.num_classes}: the data has {n_labels} classes; "
+                            f"must be >= {n_labels}")
+        with user_errors('--vae'):
+            self.vae = load_vae(args.vae, self.device) if args.dataset == 'imagefolder' else None
         latent_vae = args.dataset == 'latents' and self.dataset.meta.get('vae')   # decodes them (dit-extract)
         if latent_vae: args.vae = latent_vae                                       # kept in the checkpoints
         with user_errors('--vae'):                                                 # for the sample grids
@@ -288,27 +332,35 @@ class Trainer:
         if args.dataset == 'latents': C, S = self.dataset.meta['shape'][0], self.dataset.meta['shape'][-1]
         self.model = build_model(args, C, S).to(self.device)
         if args.compile is None: args.compile = self.device.type == 'cuda'
-        self.model.grad_checkpointing, self.model.fp32_residual = args.grad_checkpointing, not args.bf16_residual   # -1: every block
+        self.model.grad_checkpointing = args.grad_checkpointing                  # -1: every block
+        self.model.fp32_residual = not args.bf16_residual
         self.config = model_config(self.model)
-        self.drop_prob, self.model.y_embedder.dropout_prob = self.model.y_embedder.dropout_prob, 0.0  # drawn by step_randomness
+        # drawn by step_randomness
+        self.drop_prob, self.model.y_embedder.dropout_prob = self.model.y_embedder.dropout_prob, 0.0
         self.ema = make_ema(self.model)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=0,
                                      fused=self.device.type == 'cuda')
         self.diffusion = create_diffusion("")  # 1000 steps, learned sigma: the reference's training process
-        self.sampler = ResumableSampler(self.dataset, num_replicas=self.world, rank=self.rank, shuffle=True, seed=args.global_seed)
+        self.sampler = ResumableSampler(self.dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                        seed=args.global_seed)
         self.steps_per_epoch = self.sampler.num_samples // self.local_bs
         if self.steps_per_epoch == 0:
-            raise UserError(f"--global-batch-size {args.global_batch_size}: the dataset ({len(self.dataset)} items) is smaller than one batch per process ({self.local_bs})")
-        self.total_steps = args.epochs * self.steps_per_epoch if args.max_steps is None else min(args.max_steps, args.epochs * self.steps_per_epoch)
+            raise UserError(f"--global-batch-size {args.global_batch_size}: "
+                            f"the dataset ({len(self.dataset)} items) is smaller than one batch per process "
+                            f"({self.local_bs})")
+        epoch_steps = args.epochs * self.steps_per_epoch
+        self.total_steps = epoch_steps if args.max_steps is None else min(args.max_steps, epoch_steps)
         self.step, self.loss_sum, self.loss_n = 0, 0.0, 0
 
 # %% ../nbs/22_train.ipynb #c51e10e2
 def _rng_state():
-    "The random states as tensors and numbers (a checkpoint must load with weights_only=True: no pickled objects)."
+    "The random states as tensors and numbers (a checkpoint loads with weights_only=True: no pickles)."
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, mt, py_gauss = random.getstate()
-    return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=pos, has_gauss=has_gauss, gauss=gauss),
+    return dict(torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=pos, has_gauss=has_gauss,
+                           gauss=gauss),
                 python=dict(version=version, state=torch.tensor(mt, dtype=torch.int64), gauss=py_gauss))
 
 def _set_rng_state(s):
@@ -318,17 +370,19 @@ def _set_rng_state(s):
     np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss'])
                         if isinstance(n, dict) else n)
     random.setstate((py['version'], tuple(py['state'].tolist()), py['gauss']) if isinstance(py, dict) else py)
-    if s.get('cuda') is not None and torch.cuda.is_available() and len(s['cuda']) == torch.cuda.device_count():
+    same_gpus = torch.cuda.is_available() and len(s.get('cuda') or []) == torch.cuda.device_count()
+    if s.get('cuda') is not None and same_gpus:
         torch.cuda.set_rng_state_all(s['cuda'])
 
 @patch
 def state(self: Trainer):
     "Everything a resumed run needs (rank 0's view; all ranks hold the same weights)."
     epoch, batch = divmod(self.step, self.steps_per_epoch)
-    return dict(model=self.model_raw.state_dict(), ema=self.ema.state_dict(), opt=self.opt.state_dict(), step=self.step,
-                args=json.dumps(vars(self.args)), config=self.config, rng=_rng_state(),
-                data=dict(epoch=epoch, batch=batch, steps_per_epoch=self.steps_per_epoch, dataset_len=len(self.dataset),
-                          world=self.world, global_batch_size=self.args.global_batch_size))
+    return dict(model=self.model_raw.state_dict(), ema=self.ema.state_dict(), opt=self.opt.state_dict(),
+                step=self.step, args=json.dumps(vars(self.args)), config=self.config, rng=_rng_state(),
+                data=dict(epoch=epoch, batch=batch, steps_per_epoch=self.steps_per_epoch,
+                          dataset_len=len(self.dataset), world=self.world,
+                          global_batch_size=self.args.global_batch_size))
 
 # %% ../nbs/22_train.ipynb #447b24cd
 @patch
@@ -336,13 +390,17 @@ def load_state(self: Trainer, ckpt):
     "Restore a verified checkpoint (see `read_checkpoint`); checks that the data position still makes sense."
     d = ckpt['data']
     if (d['dataset_len'], d['global_batch_size']) != (len(self.dataset), self.args.global_batch_size):
-        raise UserError(f"cannot resume: the checkpoint was made with {d['dataset_len']} images and global batch {d['global_batch_size']}, "
+        raise UserError(f"cannot resume: the checkpoint was made with {d['dataset_len']} images and global "
+                        f"batch {d['global_batch_size']}, "
                          f"this run has {len(self.dataset)} and {self.args.global_batch_size}")
     for part in ('model', 'ema'):
         own = getattr(self, 'model_raw' if part == 'model' else 'ema').state_dict()
         bad = [k for k in own if k not in ckpt[part] or ckpt[part][k].shape != own[k].shape]
-        if bad or len(ckpt[part]) != len(own): raise UserError(f"cannot resume: checkpoint {part} weights do not fit {self.args.model} (first: {bad[:3]})")
-    self.model_raw.load_state_dict(ckpt['model']); self.ema.load_state_dict(ckpt['ema'])
+        if bad or len(ckpt[part]) != len(own):
+            raise UserError(f"cannot resume: checkpoint {part} weights do not fit {self.args.model} (first: "
+                            f"{bad[:3]})")
+    self.model_raw.load_state_dict(ckpt['model'])
+    self.ema.load_state_dict(ckpt['ema'])
     self.opt.load_state_dict(ckpt['opt'])
     self.step = ckpt['step']
     if d['world'] == self.world: _set_rng_state(ckpt['rng'])
@@ -352,7 +410,8 @@ def load_state(self: Trainer, ckpt):
 def setup(self: Trainer, ckpt=None, ckpt_path=None):
     "Restore `ckpt` if given, wrap in DDP, make the step function, the loader and the run folder."
     self.model_raw = self.model
-    torch.manual_seed(self.args.global_seed * self.world + self.rank)  # a seed per rank (the reference's), for anything not keyed by step
+    # a seed per rank (the reference's), for anything not keyed by step
+    torch.manual_seed(self.args.global_seed * self.world + self.rank)
     if ckpt is not None:
         self.load_state(ckpt)
         self.exp_dir, self.ckpt_path = Path(ckpt_path).parent.parent, ckpt_path
@@ -360,12 +419,18 @@ def setup(self: Trainer, ckpt=None, ckpt_path=None):
     else: self.exp_dir, self.ckpt_path = experiment_dir(self.args) if self.rank == 0 else None, None
     if self.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        self.model = DDP(self.model_raw, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
-        obj = [str(self.exp_dir) if self.exp_dir else None]; dist.broadcast_object_list(obj, 0); self.exp_dir = Path(obj[0])
-    self.train_step = make_train_step(self.model, self.diffusion, self.opt, self.ema, self.args.ema_decay, self.args.precision,
+        self.model = DDP(self.model_raw,
+                         device_ids=[self.device.index] if self.device.type == 'cuda' else None)
+        obj = [str(self.exp_dir) if self.exp_dir else None]
+        dist.broadcast_object_list(obj, 0)
+        self.exp_dir = Path(obj[0])
+    self.train_step = make_train_step(self.model, self.diffusion, self.opt, self.ema, self.args.ema_decay,
+                                      self.args.precision,
                                       loss_fn=self.fast_loss() if self.args.compile else None)
-    self.loader = DataLoader(self.dataset, batch_size=self.local_bs, sampler=self.sampler, num_workers=self.args.num_workers,
-                             drop_last=True, pin_memory=self.device.type == 'cuda', generator=torch.Generator().manual_seed(0))
+    self.loader = DataLoader(self.dataset, batch_size=self.local_bs, sampler=self.sampler,
+                             num_workers=self.args.num_workers, drop_last=True,
+                             pin_memory=self.device.type == 'cuda',
+                             generator=torch.Generator().manual_seed(0))
     if self.rank == 0:
         (self.exp_dir/'checkpoints').mkdir(parents=True, exist_ok=True)
         (self.exp_dir/'args.json').write_text(json.dumps(vars(self.args), indent=1))
@@ -374,9 +439,11 @@ def setup(self: Trainer, ckpt=None, ckpt_path=None):
 # %% ../nbs/22_train.ipynb #c11a0004
 @patch
 def tidy_resumed_run(self: Trainer):
-    "Before a resumed run goes on: delete cut-off checkpoint files, drop metrics rows past the checkpoint (they come again)."
+    "Before a resumed run goes on: delete cut-off checkpoint files, drop metrics past the checkpoint."
     gone = remove_partial_checkpoints(self.exp_dir/'checkpoints')
-    if gone: print(f"dit-train: removed {len(gone)} partial checkpoint file(s) of an interrupted save: {', '.join(gone)}")
+    if gone:
+        print(f"dit-train: removed {len(gone)} partial checkpoint file(s) of an interrupted save: "
+              f"{', '.join(gone)}")
     metrics = self.exp_dir/'metrics.jsonl'
     if not metrics.exists(): return
     def kept(line):
@@ -390,8 +457,9 @@ def fast_loss(self: Trainer):
     "The fast path's compiled loss (22a_fast) with the attention kernel chosen for this batch."
     from dit_edu.fast import make_loss, choose_attention
     a = self.args
-    if a.attention == 'auto':                                   # timed in the dtype it will run in (flash and cuDNN take no float32)
-        a.attention = choose_attention(self.model_raw, self.local_bs, self.device, torch.bfloat16 if a.precision == 'bf16' else torch.float32)
+    if a.attention == 'auto':  # timed in the dtype it will run in (flash and cuDNN take no float32)
+        a.attention = choose_attention(self.model_raw, self.local_bs, self.device,
+                                       torch.bfloat16 if a.precision == 'bf16' else torch.float32)
     return make_loss(self.model, self.diffusion, a.precision, compile=True, attention=a.attention)
 
 # %% ../nbs/22_train.ipynb #37b8e184
@@ -412,7 +480,8 @@ def stop_diverged(self: Trainer, what):
     "Stop the run: `what` went NaN or inf; name the newest checkpoint (every saved one was checked finite)."
     ckpts = sorted((self.exp_dir/'checkpoints').glob('[0-9]*.pt')) if self.exp_dir else []
     msg = (f"dit-train: {what} became NaN or inf by step {self.step}; stopping without saving it. "
-           f"The last good checkpoint is {ckpts[-1] if ckpts else '(none yet)'}. Try a lower --lr, or --precision fp32.")
+           f"The last good checkpoint is {ckpts[-1] if ckpts else '(none yet)'}. Try a lower --lr, "
+           "or --precision fp32.")
     self.log(msg)
     raise FloatingPointError(msg)
 
@@ -424,12 +493,13 @@ def check_finite(self: Trainer, bad):
 
 @patch
 def weights_good(self: Trainer, batch):
-    "Whether model and EMA are finite and so are their losses on `batch` (x, y, t, noise): 1e28 is finite, yet no weight."
+    "Whether model, EMA and their losses on `batch` (x, y, t, noise) are finite (1e28 is, yet no weight)."
     ts = [p.detach() for p in self.model_raw.parameters()] + list(self.ema.parameters())
     ok = torch.stack([torch.isfinite(t).all() for t in ts]).all()
-    with torch.no_grad():                                        # given t and noise: no random numbers drawn, resume stays exact
+    with torch.no_grad():  # given t and noise: no random numbers drawn, resume stays exact
         for m in (self.model_raw, self.ema):
-            ok &= torch.isfinite(self.diffusion.training_losses(m, batch[0], batch[2], dict(y=batch[1]), noise=batch[3])["loss"]).all()
+            ok &= torch.isfinite(self.diffusion.training_losses(m, batch[0], batch[2], dict(y=batch[1]),
+                                                                noise=batch[3])["loss"]).all()
     ok = ok.to(torch.int32)
     if self.world > 1: dist.all_reduce(ok, op=dist.ReduceOp.MIN)   # every rank must stop together
     return bool(ok.item())
@@ -438,21 +508,24 @@ def weights_good(self: Trainer, batch):
 @patch
 def save(self: Trainer):
     "Write checkpoints/STEP.pt (rank 0) and redraw the loss curve; a diverged update is never saved."
-    if not self.weights_good(self.batch): self.stop_diverged("the weights (or the loss they give)")  # the loss guard sees the loss before the update
+    # the loss guard sees the loss before the update
+    if not self.weights_good(self.batch): self.stop_diverged("the weights (or the loss they give)")
     if self.rank == 0:
         path = save_checkpoint(self.exp_dir/'checkpoints'/f'{self.step:07d}.pt', self.state())
         self.log(f"saved checkpoint {path}")
-        if (self.exp_dir/'metrics.jsonl').exists(): plot_losses(self.exp_dir/'metrics.jsonl', self.exp_dir/'loss.png')
+        if (self.exp_dir/'metrics.jsonl').exists():
+            plot_losses(self.exp_dir/'metrics.jsonl', self.exp_dir/'loss.png')
     if self.world > 1: dist.barrier()
 
 @patch
 def sample(self: Trainer):
     "Save a grid of EMA samples (rank 0)."
     if self.rank == 0:
-        from dit_edu.sample import generate                       # sample.py imports this module: import on use
+        from dit_edu.sample import generate  # sample.py imports this module: import on use
         labels = grid_labels(self.args.num_classes)
         x = generate(self.ema, labels, self.args.cfg_scale, vae=self.decoder)
-        save_grid(x, self.exp_dir/'samples'/f'{self.step:07d}.png', nrow=min(len(labels), self.args.num_classes, 16))
+        save_grid(x, self.exp_dir/'samples'/f'{self.step:07d}.png',
+                  nrow=min(len(labels), self.args.num_classes, 16))
     if self.world > 1: dist.barrier()
 
 # %% ../nbs/22_train.ipynb #9e630623
@@ -463,8 +536,9 @@ def next_batch(self: Trainer, x, y):
     shape = (self.args.global_batch_size,) + (x.shape[2:] if x.ndim == 5 else x.shape[1:])  # (G, C, H, W)
     if self.vae is not None:                                                       # the latent's shape
         shape = shape[:1] + (self.vae.config.latent_channels, shape[2] // 8, shape[3] // 8)
-    t, noise, u_drop, u_flip = step_randomness(self.args.global_seed, self.step, shape, self.diffusion.num_timesteps,
-                                               self.rank, self.world, self.device)
+    t, noise, u_drop, u_flip = step_randomness(self.args.global_seed, self.step, shape,
+                                               self.diffusion.num_timesteps, self.rank, self.world,
+                                               self.device)
     x, y = flip_batch(x, u_flip), drop_labels(y, u_drop, self.drop_prob, self.args.num_classes)
     if self.vae is not None: x = encode_latents(self.vae, x)
     return x, y, t, noise
@@ -488,8 +562,12 @@ def write_metrics(self: Trainer, t_log, n_steps):
     self.loss_sum, self.loss_n = torch.zeros((), device=self.device), 0
     if self.rank == 0:
         with open(self.exp_dir/'metrics.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
-        if self.bar is not None: self.bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{row['steps_per_sec']:.2f}", img_s=f"{row['images_per_sec']:.0f}")
-        else: self.log(f"(step={self.step:07d}) Train Loss: {row['loss']:.4f}, Train Steps/Sec: {row['steps_per_sec']:.2f}, Images/Sec: {row['images_per_sec']:.0f}")
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{row['steps_per_sec']:.2f}",
+                                 img_s=f"{row['images_per_sec']:.0f}")
+        else:
+            self.log(f"(step={self.step:07d}) Train Loss: {row['loss']:.4f}, "
+                     f"Train Steps/Sec: {row['steps_per_sec']:.2f}, Images/Sec: {row['images_per_sec']:.0f}")
     return row
 
 # %% ../nbs/22_train.ipynb #733bc072
@@ -497,16 +575,21 @@ def write_metrics(self: Trainer, t_log, n_steps):
 def fit(self: Trainer):
     "Train until the last step: log, check the loss, checkpoint and sample on schedule."
     a = self.args
-    self.t_start = t_log = time.time(); n_log = 0
+    self.t_start = t_log = time.time()
+    n_log = 0
     self.loss_sum, self.loss_n = torch.zeros((), device=self.device), 0
     bad = torch.zeros((), dtype=torch.bool, device=self.device)
     self.bar = None
     if self.rank == 0 and not a.no_progress:
         from tqdm.auto import tqdm
         self.bar = tqdm(total=self.total_steps, initial=self.step, desc='dit-train', dynamic_ncols=True)
-    self.log(f"{a.model} ({sum(p.numel() for p in self.model_raw.parameters()):,} parameters) on {a.dataset} ({len(self.dataset):,} images), "
-             f"{self.world} process(es) on {self.device}, {a.precision}; steps {self.step} -> {self.total_steps}; run folder {self.exp_dir}")
-    if a.compile: self.log(f"fast path: attention {a.attention}; the first step compiles model and loss (about a minute for DiT-XL/2)")
+    self.log(f"{a.model} ({sum(p.numel() for p in self.model_raw.parameters()):,} parameters) on {a.dataset} "
+             f"({len(self.dataset):,} images), "
+             f"{self.world} process(es) on {self.device}, {a.precision}; "
+             f"steps {self.step} -> {self.total_steps}; run folder {self.exp_dir}")
+    if a.compile:
+        self.log(f"fast path: attention {a.attention}; the first step compiles model and loss (about a "
+                 "minute for DiT-XL/2)")
     self.model.train()
     while self.step < self.total_steps:
         epoch, batch = divmod(self.step, self.steps_per_epoch)
@@ -515,16 +598,27 @@ def fit(self: Trainer):
             for g in self.opt.param_groups: g['lr'] = self.lr_at(self.step)
             self.batch = self.next_batch(x, y)                # kept: `save` checks the updated weights on it
             loss = self.train_step(*self.batch)
-            self.loss_sum += loss; self.loss_n += 1; bad |= ~torch.isfinite(loss)
-            self.step += 1; n_log += 1
+            self.loss_sum += loss
+            self.loss_n += 1
+            bad |= ~torch.isfinite(loss)
+            self.step += 1
+            n_log += 1
             if self.bar is not None: self.bar.update(1)
             last = self.step == self.total_steps
             if self.step % a.log_every == 0 or last:
-                self.check_finite(bad); self.write_metrics(t_log, n_log); t_log, n_log = time.time(), 0
-            if self.step % a.ckpt_every == 0 or last: self.check_finite(bad); self.save()
-            if a.sample_every and (self.step % a.sample_every == 0 or last): self.sample(); self.model.train()
+                self.check_finite(bad)
+                self.write_metrics(t_log, n_log)
+                t_log, n_log = time.time(), 0
+            if self.step % a.ckpt_every == 0 or last:
+                self.check_finite(bad)
+                self.save()
+            if a.sample_every and (self.step % a.sample_every == 0 or last):
+                self.sample()
+                self.model.train()
             if last: break
-    if self.bar is not None: self.bar.close(); self.bar = None
+    if self.bar is not None:
+        self.bar.close()
+        self.bar = None
     self.export()
     return self
 
@@ -534,7 +628,9 @@ def export(self: Trainer):
     "Write the EMA weights with their config as ema.safetensors (what dit-sample and the widgets load)."
     if self.rank: return
     try: from safetensors.torch import save_file
-    except ImportError: self.log("safetensors is not installed: no ema.safetensors written"); return
+    except ImportError:
+        self.log("safetensors is not installed: no ema.safetensors written")
+        return
     sd = {k: v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()}
     meta = dict(config=json.dumps(self.config), step=str(self.step), args=json.dumps(vars(self.args)))
     save_file(sd, str(self.exp_dir/'ema.safetensors'), metadata=meta)
@@ -548,13 +644,17 @@ def given_flags(argv):
     return vars(p.parse_args(argv))
 
 def resumed_args(argv, ckpt_args, ckpt_path):
-    "The checkpoint's arguments with the RESUME_OVERRIDES given in `argv`; UserError if another flag contradicts the run."
+    "The checkpoint's arguments with the RESUME_OVERRIDES of `argv`; UserError if another flag differs."
     given = given_flags(argv)
-    saved = argparse.Namespace(**(vars(get_parser().parse_args([])) | ckpt_args))   # flags newer than the run: defaults
-    clash = [k for k, v in given.items() if k not in RESUME_OVERRIDES + ('resume',) and v != getattr(saved, k)]
+    # flags newer than the run: defaults
+    saved = argparse.Namespace(**(vars(get_parser().parse_args([])) | ckpt_args))
+    clash = [k for k, v in given.items()
+             if k not in RESUME_OVERRIDES + ('resume',) and v != getattr(saved, k)]
     if clash:
-        raise UserError("--resume continues a run with its own flags; " + ', '.join(f"--{k.replace('_', '-')} {given[k]} differs from "
-                        f"the run's {getattr(saved, k)}" for k in clash) + ": drop it, or start a new run without --resume")
+        differ = ', '.join(f"--{k.replace('_', '-')} {given[k]} differs from the run's {getattr(saved, k)}"
+                           for k in clash)
+        raise UserError(f"--resume continues a run with its own flags; {differ}: drop it, "
+                        "or start a new run without --resume")
     for k in RESUME_OVERRIDES:
         if k in given: setattr(saved, k, given[k])
     saved.resume = str(ckpt_path)
@@ -566,10 +666,12 @@ def train(argv=None):
     args, ckpt = get_parser().parse_args(argv), None
     if args.resume:
         with user_errors('--resume'):
-            ckpt_path = latest_checkpoint(args.resume); ckpt = read_checkpoint(ckpt_path)
+            ckpt_path = latest_checkpoint(args.resume)
+            ckpt = read_checkpoint(ckpt_path)
         args = resumed_args(argv, ckpt['args'], ckpt_path)
     args = resolve_args(args)
-    if args.dataset == 'moving-fmnist': from dit_edu.video_train import VideoTrainer as trainer_class   # clips: 31_video_train
+    # clips: 31_video_train
+    if args.dataset == 'moving-fmnist': from dit_edu.video_train import VideoTrainer as trainer_class
     else: trainer_class = Trainer
     trainer = trainer_class(args).setup(ckpt, args.resume)
     try: trainer.fit()

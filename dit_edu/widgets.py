@@ -84,7 +84,10 @@ def schedule_plot(schedules, width=4.2, height=2.2, dpi=80):
         ax2.plot(np.log10(np.maximum(s.snr, 1e-12)), label=name)
     T = next(iter(schedules.values())).num_timesteps
     for ax, title in ((ax1, 'alpha_bar'), (ax2, 'log10 SNR')):
-        ax.set_title(title, fontsize=9); ax.set_xlim(0, T - 1); ax.tick_params(labelsize=7); ax.set_xlabel('t', fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlim(0, T - 1)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel('t', fontsize=8)
     ax1.legend(fontsize=7)
     fig.tight_layout(pad=0.3)
     canvas.draw()
@@ -97,7 +100,7 @@ def schedule_plot(schedules, width=4.2, height=2.2, dpi=80):
 
 # %% ../nbs/24_widgets.ipynb #54f1c0ad
 class NoisingExplorer(W.VBox):
-    "Pick an image and a timestep t; see x_t, the noise, alpha_bar and SNR for several schedules side by side."
+    "Pick an image and a timestep t; see x_t, the noise, alpha_bar and SNR of several schedules side by side."
     def __init__(self, images, labels, class_names, schedules, scale=4):
         if images.ndim != 4: raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
         self.images, self.labels, self.class_names = images, torch.as_tensor(labels), list(class_names)
@@ -108,13 +111,17 @@ class NoisingExplorer(W.VBox):
         self.index = W.IntSlider(0, 0, 9, description='k-th image')
         self.seed = W.IntText(0, description='noise seed', layout=W.Layout(width='160px'))
         self.t = W.IntSlider(self.T // 2, 0, self.T - 1, description='t', layout=W.Layout(width='520px'))
-        self.x0_img, self.noise_img, self.plot_img, self.info = _img_widget(), _img_widget(), _img_widget(), W.HTML()
+        self.x0_img, self.noise_img, self.plot_img = _img_widget(), _img_widget(), _img_widget()
+        self.info = W.HTML()
         self.xt_imgs = {k: _img_widget() for k in self.schedules}
         pics = [_titled('x_0', self.x0_img), _titled('noise', self.noise_img)]
         pics += [_titled(f'x_t ({k})', w) for k, w in self.xt_imgs.items()]
-        super().__init__([W.HBox([self.cls, self.index, self.seed]), self.t, W.HBox(pics), W.HBox([self.plot_img, self.info])])
-        self.add_class('dit-explorer'); self.add_class('dit-noising-explorer')  # CSS hooks for the browser test
-        self.t.add_class('dit-noising-t'); next(iter(self.xt_imgs.values())).add_class('dit-noising-xt')
+        super().__init__([W.HBox([self.cls, self.index, self.seed]), self.t, W.HBox(pics),
+                          W.HBox([self.plot_img, self.info])])
+        self.add_class('dit-explorer')  # CSS hooks for the browser test
+        self.add_class('dit-noising-explorer')
+        self.t.add_class('dit-noising-t')
+        next(iter(self.xt_imgs.values())).add_class('dit-noising-xt')
         for w in (self.cls, self.index, self.seed): w.observe(self._pick, 'value')
         self.t.observe(self._render, 'value')
         self._pick()
@@ -134,14 +141,15 @@ def _pick(self: NoisingExplorer, change=None):
 @patch
 def _render(self: NoisingExplorer, change=None):
     "Show x_t for each schedule at the slider's t, the alpha_bar/SNR table and the curves with a line at t."
-    t, rows, self.xt = self.t.value, [], {}
+    t, table_rows, self.xt = self.t.value, [], {}
     for k, s in self.schedules.items():
         self.xt[k] = s.q_sample(self.x0[None], torch.tensor([t]), self.noise[None])[0]  # (C, H, W)
         self.xt_imgs[k].value = png_bytes(to_uint8(self.xt[k]), self.scale)
-        a, r = float(s.alphas_cumprod[t]), float(s.snr[t])
-        rows.append(f"<tr><td>{k}</td><td>{a:.4f}</td><td>{r:.3g}</td><td>{math.log10(max(r, 1e-12)):+.2f}</td></tr>")
+        alpha_bar, snr = float(s.alphas_cumprod[t]), float(s.snr[t])
+        cells = [k, f"{alpha_bar:.4f}", f"{snr:.3g}", f"{math.log10(max(snr, 1e-12)):+.2f}"]
+        table_rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     self.info.value = ("<table><tr><th>schedule</th><th>alpha_bar</th><th>SNR</th><th>log10 SNR</th></tr>"
-                       + "".join(rows) + f"</table><p>t = {t} of {self.T}</p>")
+                       + "".join(table_rows) + f"</table><p>t = {t} of {self.T}</p>")
     rgb = self.plot_rgb.copy()
     for x0, x1, top, bot in self.plot_spans:
         col = int(round(x0 + (x1 - x0) * t / (self.T - 1)))
@@ -150,7 +158,7 @@ def _render(self: NoisingExplorer, change=None):
 
 # %% ../nbs/24_widgets.ipynb #34854528
 def fashion_images(n=2000, image_size=28, data_path=None):
-    "The first `n` Fashion-MNIST test images (N, 1, S, S) in [-1, 1] and their labels, as the tiny model sees them."
+    "The first `n` Fashion-MNIST test images (N, 1, S, S) in [-1, 1] and labels, as the tiny model sees them."
     ds = FashionMNIST(data_path, train=False, image_size=image_size)
     x, y = zip(*ds.__getitems__(list(range(min(n, len(ds))))))
     return torch.stack(x), torch.stack(y)
@@ -165,7 +173,7 @@ def noising_explorer(images=None, labels=None, schedules=('linear', 'cosine'), n
 SAMPLER_STEPS = {'DDPM': 250, 'DDIM': 50, 'DPM-Solver++': 20}  # default model calls per sampler
 
 class DenoisingExplorer(W.VBox):
-    "Generate once (class, guidance, sampler, steps, seed), then scrub through x_t and the predicted x_0 of every step."
+    "Generate once (class, guidance, sampler, steps, seed), then scrub through x_t and x_0 of every step."
     def __init__(self, trajectory_fn, class_names, n=4, scale=4, samplers=SAMPLER_STEPS, max_steps=1000):
         # trajectory_fn(y, cfg_scale, sampler, steps, seed, n, progress) -> [{'t', 'x_t', 'pred_x0'}, ...]
         self.trajectory_fn, self.class_names, self.scale = trajectory_fn, list(class_names), scale
@@ -173,21 +181,29 @@ class DenoisingExplorer(W.VBox):
         self.cls = W.Dropdown(options=self.class_names, description='class')
         self.cfg = W.FloatSlider(value=4.0, min=1.0, max=10.0, step=0.5, description='guidance')
         self.seed = W.IntText(0, description='seed', layout=W.Layout(width='160px'))
-        self.sampler = W.Dropdown(options=list(self.samplers), value=list(self.samplers)[1], description='sampler')
+        self.sampler = W.Dropdown(options=list(self.samplers), value=list(self.samplers)[1],
+                                  description='sampler')
         self.steps = W.IntSlider(self.samplers[self.sampler.value], 1, max_steps, description='steps')
         self.n = W.IntSlider(n, 1, 16, description='images')
         self.button = W.Button(description='Generate', button_style='primary', icon='play')
         self.progress = W.IntProgress(0, 0, 1, description='sampling', bar_style='info')
         self.play = W.Play(0, 0, 0, interval=150, description='play')
         self.step = W.IntSlider(0, 0, 0, description='step', layout=W.Layout(width='520px'))
-        W.jslink((self.play, 'value'), (self.step, 'value'))  # play runs in the browser; each step still renders here
+        # play runs in the browser; each step still renders here
+        W.jslink((self.play, 'value'), (self.step, 'value'))
         self.xt_img, self.x0_img, self.info = _img_widget(), _img_widget(), W.HTML('press Generate')
         super().__init__([W.HBox([self.cls, self.cfg, self.seed]), W.HBox([self.sampler, self.steps, self.n]),
                           W.HBox([self.button, self.progress]), W.HBox([self.play, self.step]), self.info,
                           W.HBox([_titled('x_t', self.xt_img), _titled('predicted x_0', self.x0_img)])])
-        self.add_class('dit-explorer'); self.add_class('dit-denoising-explorer')  # CSS hooks for the browser test
-        self.step.add_class('dit-denoise-step'); self.xt_img.add_class('dit-denoise-xt'); self.x0_img.add_class('dit-denoise-x0')
-        self.info.add_class('dit-denoise-info'); self.button.add_class('dit-denoise-generate'); self.seed.add_class('dit-denoise-seed'); self.progress.add_class('dit-denoise-progress')
+        self.add_class('dit-explorer')  # CSS hooks for the browser test
+        self.add_class('dit-denoising-explorer')
+        self.step.add_class('dit-denoise-step')
+        self.xt_img.add_class('dit-denoise-xt')
+        self.x0_img.add_class('dit-denoise-x0')
+        self.info.add_class('dit-denoise-info')
+        self.button.add_class('dit-denoise-generate')
+        self.seed.add_class('dit-denoise-seed')
+        self.progress.add_class('dit-denoise-progress')
         self.sampler.observe(lambda c: setattr(self.steps, 'value', self.samplers[c.new]), 'value')
         self.button.on_click(lambda b: self.generate())
         self.step.observe(self._render, 'value')
@@ -198,11 +214,13 @@ def generate(self: DenoisingExplorer):
     "Run the sampler once with a progress bar, then pre-render every step so the slider only swaps images."
     self.button.disabled, self.progress.bar_style = True, 'info'
     self.progress.value, self.progress.max = 0, self.steps.value
-    t0, self.made = time.perf_counter(), (self.sampler.value, self.steps.value, self.cfg.value, self.cls.value, int(self.seed.value))
+    t0, self.made = time.perf_counter(), (self.sampler.value, self.steps.value, self.cfg.value,
+                                          self.cls.value, int(self.seed.value))
     def progress(i): self.progress.value = i
     try:
-        frames = self.trajectory_fn(self.class_names.index(self.cls.value), self.cfg.value, self.sampler.value,
-                                    self.steps.value, int(self.seed.value), self.n.value, progress)
+        frames = self.trajectory_fn(self.class_names.index(self.cls.value), self.cfg.value,
+                                    self.sampler.value, self.steps.value, int(self.seed.value), self.n.value,
+                                    progress)
         self.frames = [dict(f, xt_png=self._png(f['x_t']), x0_png=self._png(f['pred_x0'])) for f in frames]
     finally:
         self.button.disabled = False
@@ -225,19 +243,25 @@ def _render(self: DenoisingExplorer, change=None):
     if not self.frames: return
     f = self.frames[self.step.value]
     self.xt_img.value, self.x0_img.value = f['xt_png'], f['x0_png']
-    sampler, steps, cfg, cls, seed = self.made  # the settings of the last Generate, not the widgets' current ones
-    self.info.value = (f"step {self.step.value} of {len(self.frames) - 1}, t = {f['t']} &nbsp; ({sampler}, {steps} steps, "
+    # the settings of the last Generate, not the widgets' current ones
+    sampler, steps, cfg, cls, seed = self.made
+    self.info.value = (f"step {self.step.value} of {len(self.frames) - 1}, t = {f['t']} &nbsp; "
+                       f"({sampler}, {steps} steps, "
                        f"guidance {cfg:g}, {cls}, seed {seed}; sampled in {self.seconds:.1f} s)")
 
 # %% ../nbs/24_widgets.ipynb #509b79b9
-SAMPLER_METHODS = {'DDPM': 'ddpm', 'DDIM': 'ddim', 'DPM-Solver++': 'dpm++2m'}  # explorer names -> notebook 09's methods
+# explorer names -> notebook 09's methods
+SAMPLER_METHODS = {'DDPM': 'ddpm', 'DDIM': 'ddim', 'DPM-Solver++': 'dpm++2m'}
 
 @torch.no_grad()
-def sample_trajectory(model, y, cfg_scale=4.0, sampler='DDIM', steps=50, seed=0, n=4, progress=None, noise_schedule='linear'):
-    "Sample `n` images of class `y`; return each step as {'t', 'x_t', 'pred_x0'} and a last frame with the samples."
-    if sampler not in SAMPLER_METHODS: raise ValueError(f"unknown sampler {sampler!r}; expected one of {list(SAMPLER_METHODS)}")
+def sample_trajectory(model, y, cfg_scale=4.0, sampler='DDIM', steps=50, seed=0, n=4, progress=None,
+                      noise_schedule='linear'):
+    "Sample `n` images of class `y`: each step as {'t', 'x_t', 'pred_x0'}, then a frame with the samples."
+    if sampler not in SAMPLER_METHODS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {list(SAMPLER_METHODS)}")
     dev = next(model.parameters()).device
-    chain = Sampler(create_diffusion('', noise_schedule, learn_sigma=model.learn_sigma), SAMPLER_METHODS[sampler], steps)
+    chain = Sampler(create_diffusion('', noise_schedule, learn_sigma=model.learn_sigma),
+                    SAMPLER_METHODS[sampler], steps)
     guided = model if cfg_scale == 1.0 else ClassifierFreeGuidance(model, cfg_scale, all_channels=True)
     shape = (n, model.in_channels, model.input_size, model.input_size)
     frames = []
@@ -253,7 +277,8 @@ def sample_trajectory(model, y, cfg_scale=4.0, sampler='DDIM', steps=50, seed=0,
 def attention_maps(model, x, t, y):
     "Run `model(x, t, y)` once; return every block's attention probabilities (depth, N, heads, T, T)."
     maps = []
-    def hook(mod, inp, out): maps.append(mod.attention_weights(inp[0]))  # the block's own softmax(QK^T/sqrt(d))
+    # the block's own softmax(QK^T/sqrt(d))
+    def hook(mod, inp, out): maps.append(mod.attention_weights(inp[0]))
     hooks = [b.attn.register_forward_hook(hook) for b in model.blocks]
     try:
         with torch.no_grad(): model(x, t, y)
@@ -283,20 +308,28 @@ class AttentionExplorer(W.VBox):
         self.G = int(round(model.x_embedder.num_patches ** 0.5))  # patches per side
         self.p = images.shape[-1] // self.G  # patch side in pixels
         T = schedule.num_timesteps
-        self.ts = sorted(set(range(0, T, t_step)) | {T - 1})  # the t values the slider offers, all precomputed
+        # the t values the slider offers, all precomputed
+        self.ts = sorted(set(range(0, T, t_step)) | {T - 1})
         self.cls = W.Dropdown(options=self.class_names, description='class')
-        self.index = W.BoundedIntText(0, min=0, max=9, description='k-th image', layout=W.Layout(width='180px'))
-        self.t = W.SelectionSlider(options=self.ts, value=min(self.ts, key=lambda v: abs(v - 250)), description='t')
+        self.index = W.BoundedIntText(0, min=0, max=9, description='k-th image',
+                                      layout=W.Layout(width='180px'))
+        self.t = W.SelectionSlider(options=self.ts, value=min(self.ts, key=lambda v: abs(v - 250)),
+                                   description='t')
         self.block = W.IntSlider(self.depth - 1, 0, self.depth - 1, description='block')
         self.head = W.Dropdown(options=['mean'] + list(range(self.heads)), value=0, description='head')
         self.row = W.IntSlider(self.G // 2, 0, self.G - 1, description='query row')
         self.col = W.IntSlider(self.G // 2, 0, self.G - 1, description='query col')
-        self.xt_img, self.map_img, self.heads_img, self.info = _img_widget(), _img_widget(), _img_widget(), W.HTML()
-        super().__init__([W.HBox([self.cls, self.index, self.t]), W.HBox([self.block, self.head]), W.HBox([self.row, self.col]),
-                          self.info, W.HBox([_titled('x_t and the query patch', self.xt_img), _titled('its attention', self.map_img),
+        self.xt_img, self.map_img, self.heads_img = _img_widget(), _img_widget(), _img_widget()
+        self.info = W.HTML()
+        super().__init__([W.HBox([self.cls, self.index, self.t]), W.HBox([self.block, self.head]),
+                          W.HBox([self.row, self.col]), self.info,
+                          W.HBox([_titled('x_t and the query patch', self.xt_img),
+                                  _titled('its attention', self.map_img),
                                              _titled('every head of this block', self.heads_img)])])
-        self.add_class('dit-explorer'); self.add_class('dit-attention-explorer')  # CSS hooks for the browser test
-        self.col.add_class('dit-attn-col'); self.map_img.add_class('dit-attn-map')
+        self.add_class('dit-explorer')  # CSS hooks for the browser test
+        self.add_class('dit-attention-explorer')
+        self.col.add_class('dit-attn-col')
+        self.map_img.add_class('dit-attn-map')
         for w in (self.cls, self.index): w.observe(self._forward, 'value')
         for w in (self.t, self.block, self.head, self.row, self.col): w.observe(self._render, 'value')
         self._forward()
@@ -311,10 +344,12 @@ def _forward(self: AttentionExplorer, change=None):
     i = int(idx[min(self.index.value, len(idx) - 1)])
     dev = next(self.model.parameters()).device
     x0 = self.images[i:i + 1].float().expand(len(self.ts), -1, -1, -1)  # (nt, C, H, W)
-    noise = torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(i)).expand_as(x0)  # same draw for every t
+    # same draw for every t
+    noise = torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(i)).expand_as(x0)
     ts = torch.tensor(self.ts)
     self.xt_all = self.schedule.q_sample(x0, ts, noise)  # (nt, C, H, W)
-    maps = [attention_maps(self.model, xb.to(dev), tb.to(dev), torch.full((len(tb),), y, device=dev)).half().cpu()
+    maps = [attention_maps(self.model, xb.to(dev), tb.to(dev),
+                           torch.full((len(tb),), y, device=dev)).half().cpu()
             for xb, tb in zip(self.xt_all.split(self.batch), ts.split(self.batch))]
     self.attn_all = torch.cat(maps, 1).numpy()  # (depth, nt, heads, T, T)
     self._render()
@@ -322,9 +357,10 @@ def _forward(self: AttentionExplorer, change=None):
 @patch
 def query_map(self: AttentionExplorer):
     "Attention of the query patch over all patches (G, G) for the chosen t, block and head (or their mean)."
-    a = self.attn[self.block.value, :, self.row.value * self.G + self.col.value].astype(np.float32)  # (heads, T)
-    a = a.mean(0) if self.head.value == 'mean' else a[self.head.value]
-    return a.reshape(self.G, self.G)
+    query = self.row.value * self.G + self.col.value
+    weights = self.attn[self.block.value, :, query].astype(np.float32)        # (heads, T)
+    weights = weights.mean(0) if self.head.value == 'mean' else weights[self.head.value]
+    return weights.reshape(self.G, self.G)
 
 # %% ../nbs/24_widgets.ipynb #662cef29
 @patch
@@ -343,19 +379,22 @@ def _render(self: AttentionExplorer, change=None):
     tiles = np.stack([outline(upscale(heat_rgb(h), ps // 2), r0 // 2, c0 // 2, ps // 2) for h in per_head])
     self.heads_img.value = png_bytes(image_grid(tiles, min(self.heads, 4), 4))
     top = np.argsort(amap.ravel())[::-1][:3]
-    self.info.value = (f"block {self.block.value}, head {self.head.value}, query patch (row {self.row.value}, col {self.col.value}), "
-                       f"t = {self.t.value}: largest weight {amap.max():.3f} (uniform: {1 / self.G ** 2:.3f}), on patches "
+    self.info.value = (f"block {self.block.value}, head {self.head.value}, "
+                       f"query patch (row {self.row.value}, col {self.col.value}), "
+                       f"t = {self.t.value}: largest weight {amap.max():.3f} (uniform: "
+                       f"{1 / self.G ** 2:.3f}), on patches "
                        + ", ".join(f"({k // self.G}, {k % self.G})" for k in top))
 
 # %% ../nbs/24_widgets.ipynb #1bcad487
 def as_model(checkpoint=None):
-    "A DiT in eval mode: `checkpoint` itself if it is a model, else loaded from its path (default: the shipped one)."
+    "A DiT in eval mode: `checkpoint` if it is a model, else loaded from its path (default: the shipped one)."
     return checkpoint.eval() if isinstance(checkpoint, torch.nn.Module) else load_model(checkpoint)
 
 # %% ../nbs/24_widgets.ipynb #5f32aa07
 def class_names_for(model):
     "Fashion-MNIST's class names for a 10-class model, else the class numbers."
-    return FASHION_CLASSES if model.num_classes == len(FASHION_CLASSES) else [str(i) for i in range(model.num_classes)]
+    if model.num_classes == len(FASHION_CLASSES): return FASHION_CLASSES
+    return [str(i) for i in range(model.num_classes)]
 
 def denoising_explorer(checkpoint=None, n=4, noise_schedule='linear'):
     "A DenoisingExplorer that samples from `checkpoint` (default: the shipped Fashion-MNIST DiT)."
@@ -365,19 +404,22 @@ def denoising_explorer(checkpoint=None, n=4, noise_schedule='linear'):
     return DenoisingExplorer(trajectory, class_names_for(model), n=n)
 
 def attention_explorer(checkpoint=None, images=None, labels=None, noise_schedule='linear'):
-    "An AttentionExplorer of `checkpoint` (default: the shipped DiT) on Fashion-MNIST test images (or `images`, `labels`)."
+    "An AttentionExplorer of `checkpoint` (default: shipped DiT) on Fashion-MNIST test images (or `images`)."
     model = as_model(checkpoint)
     if images is None:
-        if model.in_channels != 1: raise ValueError(f"this model takes {model.in_channels} channels; pass `images` (N, {model.in_channels}, H, W) it can read")
+        if model.in_channels != 1:
+            raise ValueError(f"this model takes {model.in_channels} channels; "
+                             f"pass `images` (N, {model.in_channels}, H, W) it can read")
         images, labels = fashion_images(image_size=model.input_size)
-    return AttentionExplorer(model, images, labels, class_names_for(model), NoiseSchedule(get_named_beta_schedule(noise_schedule, 1000)))
+    return AttentionExplorer(model, images, labels, class_names_for(model),
+                             NoiseSchedule(get_named_beta_schedule(noise_schedule, 1000)))
 
 # %% ../nbs/24_widgets.ipynb #14ff2dfb
 from .video import load_video, clips_to_uint8
 
 @torch.no_grad()
 def clip_trajectory(model, y, cfg_scale=4.0, steps=20, seed=0, n=2, progress=None):
-    "Sample `n` clips of class `y` with DPM-Solver++; each step as {'t', 'x_t', 'pred_x0'} (n, C, F, H, W), then the clips."
+    "Sample `n` clips of class `y` (DPM-Solver++): each step as {'t', 'x_t', 'pred_x0'}, then the clips."
     dev = next(model.parameters()).device
     chain = Sampler(create_diffusion('', learn_sigma=model.learn_sigma), 'dpm++2m', steps)
     guided = model if cfg_scale == 1.0 else ClassifierFreeGuidance(model, cfg_scale)
@@ -394,7 +436,8 @@ class ClipPlayer(W.VBox):
     "Generate clips of a class, play them (frame slider, play button) and scrub their denoising (t slider)."
     def __init__(self, trajectory_fn, class_names, num_frames, n=2, scale=5):
         # trajectory_fn(y, cfg_scale, steps, seed, n, progress) -> [{'t', 'x_t', 'pred_x0'}, ...] of clips
-        self.trajectory_fn, self.class_names, self.scale, self.n, self.frames = trajectory_fn, list(class_names), scale, n, []
+        self.trajectory_fn, self.class_names = trajectory_fn, list(class_names)
+        self.scale, self.n, self.frames = scale, n, []
         self.cls = W.Dropdown(options=self.class_names, description='class')
         self.cfg = W.FloatSlider(value=4.0, min=1.0, max=10.0, step=0.5, description='guidance')
         self.seed = W.IntText(0, description='seed', layout=W.Layout(width='160px'))
@@ -408,28 +451,33 @@ class ClipPlayer(W.VBox):
         super().__init__([W.HBox([self.cls, self.cfg, self.seed]), W.HBox([self.button, self.progress]),
                           W.HBox([self.play, self.frame]), self.t, self.info,
                           W.HBox([_titled('x_t', self.xt_img), _titled('predicted x_0', self.x0_img)])])
-        self.add_class('dit-explorer'); self.add_class('dit-clip-player')    # CSS hooks for the browser test
-        for w, name in [(self.frame, 'frame'), (self.t, 't'), (self.xt_img, 'xt'), (self.x0_img, 'x0'), (self.info, 'info'),
-                        (self.button, 'generate'), (self.seed, 'seed'), (self.progress, 'progress'), (self.play, 'play')]:
+        self.add_class('dit-explorer')  # CSS hooks for the browser test
+        self.add_class('dit-clip-player')
+        for w, name in [(self.frame, 'frame'), (self.t, 't'), (self.xt_img, 'xt'), (self.x0_img, 'x0'),
+                        (self.info, 'info'), (self.button, 'generate'), (self.seed, 'seed'),
+                        (self.progress, 'progress'), (self.play, 'play')]:
             w.add_class(f'dit-clip-{name}')
         self.button.on_click(lambda b: self.generate())
-        self.frame.observe(self._render, 'value'); self.t.observe(self._render, 'value')
+        self.frame.observe(self._render, 'value')
+        self.t.observe(self._render, 'value')
 
 # %% ../nbs/24_widgets.ipynb #88633bfc
 @patch
 def generate(self: ClipPlayer):
-    "Sample once, then pre-render every (step, frame) so that both sliders only swap pictures; shows the finished clip."
+    "Sample once, pre-render every (step, frame) so both sliders only swap pictures; show the finished clip."
     self.button.disabled, self.progress.value, self.progress.bar_style = True, 0, 'info'
     t0, self.made = time.perf_counter(), (self.cls.value, self.cfg.value, int(self.seed.value))
     def progress(i): self.progress.value = i
     try:
-        steps = self.trajectory_fn(self.class_names.index(self.cls.value), self.cfg.value, self.progress.max, int(self.seed.value),
-                                   self.n, progress)
+        steps = self.trajectory_fn(self.class_names.index(self.cls.value), self.cfg.value, self.progress.max,
+                                   int(self.seed.value), self.n, progress)
         self.frames = [dict(t=s['t'], xt=self._pngs(s['x_t']), x0=self._pngs(s['pred_x0'])) for s in steps]
     finally:
         self.button.disabled = False
     self.progress.bar_style, self.seconds = 'success', time.perf_counter() - t0
-    with self.t.hold_trait_notifications(): self.t.max = len(self.frames) - 1; self.t.value = self.t.max
+    with self.t.hold_trait_notifications():
+        self.t.max = len(self.frames) - 1
+        self.t.value = self.t.max
     self._render()
     return self
 
@@ -437,7 +485,8 @@ def generate(self: ClipPlayer):
 def _pngs(self: ClipPlayer, x):
     "Clips (n, C, F, H, W) -> one PNG per frame, the n clips side by side."
     a = clips_to_uint8(x)                                                   # (n, F, H, W, C)
-    return [png_bytes(image_grid(a[:, f, ..., 0] if a.shape[-1] == 1 else a[:, f], pad=2), self.scale) for f in range(a.shape[1])]
+    return [png_bytes(image_grid(a[:, f, ..., 0] if a.shape[-1] == 1 else a[:, f], pad=2),
+                      self.scale) for f in range(a.shape[1])]
 
 @patch
 def _render(self: ClipPlayer, change=None):
@@ -446,7 +495,8 @@ def _render(self: ClipPlayer, change=None):
     s, f = self.frames[self.t.value], self.frame.value
     self.xt_img.value, self.x0_img.value = s['xt'][f], s['x0'][f]
     cls, cfg, seed = self.made
-    self.info.value = (f"frame {f + 1} of {len(s['xt'])}, step {self.t.value} of {len(self.frames) - 1}, t = {s['t']} &nbsp; "
+    self.info.value = (f"frame {f + 1} of {len(s['xt'])}, step {self.t.value} of {len(self.frames) - 1}, "
+                       f"t = {s['t']} &nbsp; "
                        f"({cls}, guidance {cfg:g}, seed {seed}; sampled in {self.seconds:.1f} s)")
 
 # %% ../nbs/24_widgets.ipynb #400135b8
@@ -456,5 +506,6 @@ def clip_player(checkpoint=None, n=2):
     else:
         from dit_edu.video_train import SHIPPED_VIDEO
         model = load_video(checkpoint or SHIPPED_VIDEO)
-    def trajectory(y, cfg_scale, steps, seed, n, progress): return clip_trajectory(model, y, cfg_scale, steps, seed, n, progress)
+    def trajectory(y, cfg_scale, steps, seed, n,
+                   progress): return clip_trajectory(model, y, cfg_scale, steps, seed, n, progress)
     return ClipPlayer(trajectory, class_names_for(model), model.num_frames, n=n)
