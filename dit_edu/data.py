@@ -167,7 +167,8 @@ def tiny_vae_config():
 def extract_latents(dataset, vae, out_dir, batch_size=32, num_workers=0, device='cpu', seed=0, sample=True,
                     vae_name=None):
     "Encode `dataset` and its mirror images once: latents.npy (N, 2, c, h, w) fp16, labels.npy, meta.json."
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=False, num_workers=num_workers)
     g, lat, i, n = torch.Generator(device).manual_seed(seed), None, 0, len(dataset)
     labels = np.lib.format.open_memmap(out_dir/'labels.npy', mode='w+', dtype=np.int64, shape=(n,))
@@ -180,7 +181,8 @@ def extract_latents(dataset, vae, out_dir, batch_size=32, num_workers=0, device=
                                             shape=(n, *z.shape[1:]))
         lat[i:i + len(x)], labels[i:i + len(x)] = z.half().cpu().numpy(), y.numpy()
         i += len(x)
-    lat.flush(); labels.flush()
+    lat.flush()
+    labels.flush()
     num_classes = len(getattr(dataset, 'classes', [])) or int(labels.max()) + 1
     meta = dict(n=n, shape=list(lat.shape[2:]), scale=vae.config.scaling_factor, num_classes=num_classes,
                 vae=vae_name)
