@@ -313,28 +313,8 @@ class Trainer:
                             f"of processes {self.world}")
         self.args, self.local_bs = args, args.global_batch_size // self.world
         if args.precision == 'auto': args.precision = 'bf16' if self.device.type == 'cuda' else 'fp32'
-        with user_errors('--data-path'):
-            self.dataset = make_dataset(args.dataset, args.data_path, args.image_size)
-        labels = getattr(self.dataset, 'classes', None) or getattr(self.dataset, 'labels', [])
-        n_labels = len(labels) if isinstance(labels, list) else int(max(labels)) + 1 if len(labels) else 0
-        if n_labels > args.num_classes:
-            raise UserError(f"--num-classes {args.num_classes}: the data has {n_labels} classes; "
-                            f"must be >= {n_labels}")
-        with user_errors('--vae'):
-            self.vae = load_vae(args.vae, self.device) if args.dataset == 'imagefolder' else None
-        latent_vae = args.dataset == 'latents' and self.dataset.meta.get('vae')   # decodes them (dit-extract)
-        if latent_vae: args.vae = latent_vae                                       # kept in the checkpoints
-        with user_errors('--vae'):                                                 # for the sample grids
-            grid_vae = latent_vae and args.sample_every
-            self.decoder = self.vae or (load_vae(latent_vae, self.device) if grid_vae else None)
-        C, S = (1, args.image_size) if args.dataset == 'fashion-mnist' else (4, args.image_size // 8)
-        if self.vae is not None: C = self.vae.config.latent_channels
-        if args.dataset == 'latents': C, S = self.dataset.meta['shape'][0], self.dataset.meta['shape'][-1]
-        self.model = build_model(args, C, S).to(self.device)
+        self.dataset, self.model, self.config = self.data_and_model(args)
         if args.compile is None: args.compile = self.device.type == 'cuda'
-        self.model.grad_checkpointing = args.grad_checkpointing                  # -1: every block
-        self.model.fp32_residual = not args.bf16_residual
-        self.config = model_config(self.model)
         # drawn by step_randomness
         self.drop_prob, self.model.y_embedder.dropout_prob = self.model.y_embedder.dropout_prob, 0.0
         self.ema = make_ema(self.model)
@@ -351,6 +331,30 @@ class Trainer:
         epoch_steps = args.epochs * self.steps_per_epoch
         self.total_steps = epoch_steps if args.max_steps is None else min(args.max_steps, epoch_steps)
         self.step, self.loss_sum, self.loss_n = 0, 0.0, 0
+
+    def data_and_model(self, args):
+        "The dataset, the model on the device and its config (the video trainer swaps this part)."
+        with user_errors('--data-path'):
+            dataset = make_dataset(args.dataset, args.data_path, args.image_size)
+        labels = getattr(dataset, 'classes', None) or getattr(dataset, 'labels', [])
+        n_labels = len(labels) if isinstance(labels, list) else int(max(labels)) + 1 if len(labels) else 0
+        if n_labels > args.num_classes:
+            raise UserError(f"--num-classes {args.num_classes}: the data has {n_labels} classes; "
+                            f"must be >= {n_labels}")
+        with user_errors('--vae'):
+            self.vae = load_vae(args.vae, self.device) if args.dataset == 'imagefolder' else None
+        latent_vae = args.dataset == 'latents' and dataset.meta.get('vae')        # decodes them (dit-extract)
+        if latent_vae: args.vae = latent_vae                                       # kept in the checkpoints
+        with user_errors('--vae'):                                                 # for the sample grids
+            grid_vae = latent_vae and args.sample_every
+            self.decoder = self.vae or (load_vae(latent_vae, self.device) if grid_vae else None)
+        C, S = (1, args.image_size) if args.dataset == 'fashion-mnist' else (4, args.image_size // 8)
+        if self.vae is not None: C = self.vae.config.latent_channels
+        if args.dataset == 'latents': C, S = dataset.meta['shape'][0], dataset.meta['shape'][-1]
+        model = build_model(args, C, S).to(self.device)
+        model.grad_checkpointing = args.grad_checkpointing                       # -1: every block
+        model.fp32_residual = not args.bf16_residual
+        return dataset, model, model_config(model)
 
 # %% ../nbs/22_train.ipynb #c51e10e2
 def _rng_state():

@@ -17,10 +17,8 @@ from fastcore.basics import patch
 import dit_edu
 from .model import read_state_dict
 from .data import MovingFashionMNIST, FASHION_CLASSES
-from .diffusion import create_diffusion
-from .cli import UserError
-from .training import make_ema
-from .train import Trainer, setup_distributed, ResumableSampler
+from .cli import UserError, user_errors
+from .train import Trainer
 from .train import step_randomness, drop_labels, grid_labels
 from .sample import generate
 from .video import VideoDiT_models, video_config, is_video_config, init_from_image, load_video
@@ -46,35 +44,16 @@ def image_init_path(init_from):
 # %% ../nbs/31_video_train.ipynb #6d9fbd82
 class VideoTrainer(Trainer):
     "dit-train on Moving Fashion-MNIST clips with a VideoDiT (maybe from an image DiT); else `Trainer`."
-    def __init__(self, args):
-        self.rank, self.world, self.device = setup_distributed(args.device)
-        if args.global_batch_size % self.world:
-            raise UserError(f"--global-batch-size {args.global_batch_size} must be divisible by "
-                            f"the number of processes {self.world}")
+    def data_and_model(self, args):
+        "Clips instead of images, a VideoDiT instead of a DiT; pixels, so no VAE."
         if args.model not in VideoDiT_models:
             raise UserError(f"--dataset moving-fmnist needs a video model, got --model {args.model}")
-        self.args, self.local_bs, self.vae = args, args.global_batch_size // self.world, None
-        if args.precision == 'auto':
-            args.precision = 'bf16' if self.device.type == 'cuda' else 'fp32'
-        a = args
-        self.dataset = MovingFashionMNIST(a.data_path, True, a.num_frames, a.image_size, a.item_size)
-        self.model = build_video_model(args).to(self.device)
-        if args.compile is None:
-            args.compile = self.device.type == 'cuda'
-        self.config = video_config(self.model) | dict(item_size=args.item_size)   # the eval crops this size
-        self.drop_prob = self.model.y_embedder.dropout_prob
-        self.model.y_embedder.dropout_prob = 0.0                         # drawn by step_randomness instead
-        self.ema = make_ema(self.model)
-        fused = self.device.type == 'cuda'
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=0, fused=fused)
-        self.diffusion = create_diffusion("")
-        self.sampler = ResumableSampler(self.dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
-                                        seed=args.global_seed)
-        self.steps_per_epoch = self.sampler.num_samples // self.local_bs
-        self.total_steps = args.epochs * self.steps_per_epoch
-        if args.max_steps is not None:
-            self.total_steps = min(args.max_steps, self.total_steps)
-        self.step, self.loss_sum, self.loss_n = 0, 0.0, 0
+        self.vae = self.decoder = None
+        with user_errors('--data-path'):
+            dataset = MovingFashionMNIST(args.data_path, True, args.num_frames, args.image_size, args.item_size)
+        model = build_video_model(args).to(self.device)
+        config = video_config(model) | dict(item_size=args.item_size)   # the eval crops this size
+        return dataset, model, config
 
 # %% ../nbs/31_video_train.ipynb #c96fe694
 def build_video_model(args):
