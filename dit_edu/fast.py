@@ -115,11 +115,12 @@ def uses_cuda_graphs(compile_mode):
 class GuidedSampler:
     "DDPM ancestral sampling with classifier-free guidance; each step is one compiled call."
     def __init__(self, model, diffusion, cfg_scale=4.0, precision="bf16", compile=True, compile_mode=None,
-                 clip_denoised=False, attention="default", bf16_weights=False):
+                 clip_denoised=False, attention="default", bf16_weights=False, all_channels=False):
         if bf16_weights and not _check_precision(precision):
             raise ValueError("bf16_weights needs precision='bf16'")
         if bf16_weights: model = copy.deepcopy(model).to(torch.bfloat16)   # no per-step weight casts
-        self.guided = FastModel(ClassifierFreeGuidance(model, cfg_scale), precision, compile=False)
+        guided = ClassifierFreeGuidance(model, cfg_scale, all_channels)
+        self.guided = FastModel(guided, precision, compile=False)
         self.diffusion, self.clip, self.attention = diffusion, clip_denoised, attention
         self.device, self.num_steps = next(model.parameters()).device, diffusion.num_timesteps
         self.cuda_graphs = compile and uses_cuda_graphs(compile_mode)   # outputs live in a reused graph pool

@@ -45,7 +45,7 @@ def load_model(ckpt=None, device='cpu', model=None, image_size=None, num_classes
 
 # %% ../nbs/23_sample.ipynb #cc5063e1
 @functools.lru_cache(maxsize=4)
-def fast_sampler(model, sampler, steps, cfg_scale, precision, compile, clip_denoised):
+def fast_sampler(model, sampler, steps, cfg_scale, precision, compile, clip_denoised, all_channels=False):
     "A function (z, y, progress=False) -> samples on the fast path (22a_fast), built once per settings."
     # cached: later calls with the same settings reuse its compilation
     from dit_edu.fast import GuidedSampler, FastModel
@@ -55,15 +55,17 @@ def fast_sampler(model, sampler, steps, cfg_scale, precision, compile, clip_deno
         # CUDA graphs: the measured fastest (25_bench)
         mode = "reduce-overhead" if next(model.parameters()).is_cuda else None
         return GuidedSampler(model, s.diffusion, cfg_scale, precision, compile, mode,
-                             clip_denoised=clip_denoised)
-    fn = FastModel(ClassifierFreeGuidance(model, cfg_scale) if cfg_scale != 1 else model, precision, compile)
+                             clip_denoised=clip_denoised, all_channels=all_channels)
+    guided = ClassifierFreeGuidance(model, cfg_scale, all_channels) if cfg_scale != 1 else model
+    fn = FastModel(guided, precision, compile)
     return lambda z, y, progress=False: s.sample(fn, z.shape, z, model_kwargs=dict(y=y), device=z.device,
                                                  progress=progress)
 
 @torch.no_grad()
 def generate(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, vae=None, progress=False,
-             precision='fp32', compile=False):
+             precision='fp32', compile=False, all_channels=False):
     "Images (clips for a video model) of class `labels` from `model`, guided if cfg_scale != 1."
+    # all_channels: guide every channel, not the reference's first 3 (09_sampling)
     # latent models: decoded by `vae`; bf16 or compile: the fast path of 22a_fast
     device = next(model.parameters()).device
     model.eval()
@@ -73,11 +75,11 @@ def generate(model, labels, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0, 
     y = torch.as_tensor(labels, device=device)
     if precision == 'bf16' or compile:
         x = fast_sampler(model, sampler, steps, cfg_scale, precision, compile,
-                         vae is None)(z, y, progress=progress)
+                         vae is None, all_channels)(z, y, progress=progress)
     else:
         s = Sampler(create_diffusion("", learn_sigma=model.learn_sigma), sampler, steps,
                     clip_denoised=vae is None)
-        fn = ClassifierFreeGuidance(model, cfg_scale) if cfg_scale != 1 else model
+        fn = ClassifierFreeGuidance(model, cfg_scale, all_channels) if cfg_scale != 1 else model
         x = s.sample(fn, z.shape, z, model_kwargs=dict(y=y), device=device, progress=progress)
     return decode_latents(vae, x) if vae is not None else x.clamp(-1, 1)
 
