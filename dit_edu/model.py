@@ -57,7 +57,7 @@ class DiT(nn.Module):
         self.learn_sigma, self.num_classes, self.num_heads = learn_sigma, num_classes, num_heads
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.block_design = block
-        self.grad_checkpointing, self.fp32_residual = False, True   # speed switches, used only by run_blocks
+        self.grad_checkpointing, self.fp32_residual = False, True   # speed switches: run_layers, residual
         self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
@@ -99,14 +99,22 @@ class DiT(nn.Module):
 
     def run_blocks(self, x, c, t, y):
         """The blocks on x (N, T, D), fed as their design reads c, t, y; applies the two speed switches."""
-        if not self.fp32_residual and torch.is_autocast_enabled(x.device.type):
-            x = x.to(torch.get_autocast_dtype(x.device.type))    # a bf16 residual stream: half the bytes
         T = x.shape[1]
-        x, cond = self.blocks[0].prepare(x, c, t, y)             # in-context: (N, T+2, D)
+        x, cond = self.blocks[0].prepare(self.residual(x), c, t, y)   # in-context: (N, T+2, D)
+        return self.run_layers(self.blocks, x, cond)[:, :T]          # without appended conditioning tokens
+
+    def residual(self, x):
+        """x as the residual stream carries it: in the autocast dtype when `fp32_residual` is off."""
+        if not self.fp32_residual and torch.is_autocast_enabled(x.device.type):
+            return x.to(torch.get_autocast_dtype(x.device.type))    # a bf16 residual stream: half the bytes
+        return x
+
+    def run_layers(self, layers, x, *cond):
+        """x through `layers` (each x, *cond -> x) in turn; the first `checkpointed_blocks()` recompute."""
         n_ckpt = self.checkpointed_blocks() if self.training else 0
-        for i, block in enumerate(self.blocks):
-            x = checkpoint(block, x, cond, use_reentrant=False) if i < n_ckpt else block(x, cond)
-        return x[:, :T]                                          # without any appended conditioning tokens
+        for i, layer in enumerate(layers):
+            x = checkpoint(layer, x, *cond, use_reentrant=False) if i < n_ckpt else layer(x, *cond)
+        return x
 
     def checkpointed_blocks(self):
         """How many blocks, from the first, recompute activations in backward: True or < 0 = all, k = k."""

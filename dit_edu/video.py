@@ -51,6 +51,7 @@ class VideoDiT(nn.Module):
         self.patch_size, self.in_channels = patch_size, in_channels
         self.learn_sigma, self.num_classes, self.num_heads = learn_sigma, num_classes, num_heads
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
+        self.grad_checkpointing, self.fp32_residual = False, True          # the image DiT's speed switches
         self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)  # per frame
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
@@ -66,17 +67,21 @@ class VideoDiT(nn.Module):
     def forward(self, x, t, y):
         """x (N, C, F, H, W), t (N,) timesteps, y (N,) labels -> (N, C_out, F, H, W)."""
         N, F = self.check_inputs(x, t, y)
-        x = self.embed(x)                                                    # (N*F, T, D)
+        x = self.residual(self.embed(x))                                     # (N*F, T, D)
         c = self.t_embedder(t) + self.y_embedder(y, self.training)           # (N, D)
         c_frame = c.repeat_interleave(F, 0)                                  # (N*F, D)
         c_place = c.repeat_interleave(x.shape[1], 0)                         # (N*T, D)
-        when = self.temp_embed[:, :F]                                        # (1, F, D), temporal blocks only
-        for spatial, temporal in zip(self.blocks, self.temporal_blocks):
-            x = spatial(x, c_frame)                                          # attention within each frame
-            x = rearrange(x, '(n f) t d -> (n t) f d', n=N)                  # (N*T, F, D)
-            x = temporal(x + when, c_place) - when                           # across frames at each place
-            x = rearrange(x, '(n t) f d -> (n f) t d', n=N)                  # (N*F, T, D)
+        layers = [partial(self.space_time, s, tb, N) for s, tb in zip(self.blocks, self.temporal_blocks)]
+        x = self.run_layers(layers, x, c_frame, c_place)                    # (N*F, T, D)
         return self.head(x, c_frame, N)                                      # (N, C_out, F, H, W)
+
+    def space_time(self, spatial, temporal, N, x, c_frame, c_place):
+        """One layer on tokens (N*F, T, D): `spatial` attends within each frame, `temporal` across frames."""
+        when = self.temp_embed[:, :x.shape[0] // N].to(x.dtype)             # (1, F, D), temporal blocks only
+        x = spatial(x, c_frame)                                              # attention within each frame
+        x = rearrange(x, '(n f) t d -> (n t) f d', n=N)                      # (N*T, F, D)
+        x = temporal(x + when, c_place) - when                               # across frames at each place
+        return rearrange(x, '(n t) f d -> (n f) t d', n=N)                   # (N*F, T, D)
 
 # %% ../nbs/30_video.ipynb #4fae5755
 @patch
@@ -128,6 +133,8 @@ def initialize_weights(self: VideoDiT):
     self.final_layer.init_weights()
 
 VideoDiT.forward_with_cfg = DiT.forward_with_cfg   # the image guidance works unchanged on (N, C, F, H, W)
+VideoDiT.residual, VideoDiT.run_layers = DiT.residual, DiT.run_layers         # and the two speed switches:
+VideoDiT.checkpointed_blocks = DiT.checkpointed_blocks                        # a layer is a pair of blocks
 
 # %% ../nbs/30_video.ipynb #07025018
 class VideoDiTFull(VideoDiT):
@@ -143,8 +150,7 @@ class VideoDiTFull(VideoDiT):
         x = x + self.temp_embed[:, :F, None]                                 # the frame index, on every token
         x = rearrange(x, 'n f t d -> n (f t) d')                             # (N, F*T, D)
         c = self.t_embedder(t) + self.y_embedder(y, self.training)           # (N, D)
-        for block in self.blocks:
-            x = block(x, c)                                                  # over space and time at once
+        x = self.run_layers(self.blocks, self.residual(x), c)               # over space and time at once
         x = rearrange(x, 'n (f t) d -> (n f) t d', f=F)                      # (N*F, T, D)
         return self.head(x, c.repeat_interleave(F, 0), N)
 

@@ -28,7 +28,7 @@ from .video import save_gif, clips_to_uint8
 VIDEO_DEFAULTS = dict(model='VideoDiT-Nano/4', image_size=36, num_frames=8, item_size=28, num_classes=10,
                       epochs=1000, global_batch_size=8, lr=3e-4, warmup_steps=50, ema_decay=0.99,
                       max_steps=600, num_workers=0, log_every=20, ckpt_every=200, sample_every=600,
-                      init_from='shipped')
+                      init_from='shipped', init_lr_scale=0.0)
 SHIPPED_IMAGE = Path(dit_edu.__file__).parent/'assets'/'fmnist_dit.safetensors'
 SHIPPED_VIDEO = Path(dit_edu.__file__).parent/'assets'/'fmnist_video_dit.safetensors'
 
@@ -48,26 +48,38 @@ class VideoTrainer(Trainer):
         "Clips instead of images, a VideoDiT instead of a DiT; pixels, so no VAE."
         if args.model not in VideoDiT_models:
             raise UserError(f"--dataset moving-fmnist needs a video model, got --model {args.model}")
+        if args.init_from == 'none' and args.init_lr_scale:
+            raise UserError("--init-lr-scale is the learning rate of the --init-from weights; "
+                            "--init-from none copies none")
         self.vae = self.decoder = None
         with user_errors('--data-path'):
             dataset = MovingFashionMNIST(args.data_path, True, args.num_frames, args.image_size, args.item_size)
-        model = build_video_model(args).to(self.device)
+        model, self.copied = build_video_model(args)
         config = video_config(model) | dict(item_size=args.item_size)   # the eval crops this size
-        return dataset, model, config
+        return dataset, model.to(self.device), config
+
+    def param_groups(self):
+        "New weights at --lr, the --init-from ones at --lr x --init-lr-scale (0 freezes them: one group)."
+        s = self.args.init_lr_scale
+        if not self.copied or s in (0, 1):
+            return self.model.parameters()
+        named = list(self.model.named_parameters())
+        return [dict(params=[p for n, p in named if n not in self.copied]),
+                dict(params=[p for n, p in named if n in self.copied], lr_scale=s)]
 
 # %% ../nbs/31_video_train.ipynb #c96fe694
 def build_video_model(args):
-    "The video model of `args.model` for these clips, the same on every rank; image weights frozen."
+    "(the video model of `args.model`, the same on every rank; the names --init-from copied into it)."
     torch.manual_seed(args.global_seed)
     model = VideoDiT_models[args.model](input_size=args.image_size, num_frames=args.num_frames, in_channels=1,
                                          num_classes=args.num_classes,
                                          class_dropout_prob=args.class_dropout_prob)
     path = image_init_path(args.init_from)
-    if path is not None:
-        weights = dict(model.named_parameters())
-        for name in init_from_image(model, read_state_dict(path)[0]):
-            weights[name].requires_grad_(False)             # image weights stay; temporal blocks learn
-    return model
+    copied = set() if path is None else set(init_from_image(model, read_state_dict(path)[0]))
+    if args.init_lr_scale == 0:
+        for name, w in model.named_parameters():
+            if name in copied: w.requires_grad_(False)          # image weights stay; temporal blocks learn
+    return model, copied
 
 @patch
 def next_batch(self: VideoTrainer, x, y):
@@ -166,12 +178,13 @@ def score_clips(clips, labels, item_size, clf=None, agree=0.75):
     pred = predict(clf, crop_items(clips, centres, item_size))[0].argmax(1).view(N, Fr).cpu()   # (N, F)
     same = (pred == pred.mode(1).values[:, None]).float().mean(1)      # share of frames in the majority class
     smooth = torch.tensor([smooth_clip(c) and bool(f.all()) for c, f in zip(centres.cpu(), found.cpu())])
+    spread = (centres - centres.mean(1, keepdim=True)).norm(dim=-1).mean().item()   # px from the clip's mean place
     right = lambda c: (pred[labels == c] == c).float().mean().item()
     per_class = {FASHION_CLASSES[c]: right(c) for c in labels.unique().tolist()}
     return dict(frames_right=(pred == labels[:, None]).float().mean().item(),
                 one_item=(same >= agree).float().mean().item(),
                 all_frames_agree=(same == 1).float().mean().item(),
-                smooth=smooth.float().mean().item(), n_clips=N, per_class=per_class)
+                smooth=smooth.float().mean().item(), spread_px=spread, n_clips=N, per_class=per_class)
 
 # %% ../nbs/31_video_train.ipynb #9ec1ac35
 def evaluate_video_model(model, n_per_class=10, cfg_scale=4.0, steps=20, sampler='dpm++2m', seed=0,

@@ -80,6 +80,9 @@ BAD = [  # (command, argv, what its one line must name); the classes: range, cro
     ('dit-train', ['--num-classes', '5'], '--num-classes'),                  # Fashion-MNIST has 10
     ('dit-train', ['--global-batch-size', '100000'], '--global-batch-size'),  # more than the dataset
     ('dit-train', ['--data-path', '{missing}'], '--data-path'),
+    ('dit-train', ['--dataset', 'moving-fmnist', '--init-lr-scale', '-1'], '--init-lr-scale'),
+    ('dit-train', ['--dataset', 'moving-fmnist', '--init-from', 'none', '--init-lr-scale', '0.5'], '--init-lr-scale'),
+    ('dit-train', ['--init-lr-scale', '1'], '--init-lr-scale'),                 # a video flag on images
     ('dit-train', ['--resume', '{missing}'], '--resume'),
     ('dit-train', ['--resume', '{zero}'], '--resume'),
     ('dit-train', ['--resume', '{bad_st}'], '--resume'),

@@ -80,6 +80,9 @@ def test_ddp_two_processes_equal_one(run6, tmp_path):
 
 def test_video_flags_need_the_video_dataset(tmp_path):
     with pytest.raises(ValueError, match='moving-fmnist'): train(['--init-from', 'none', '--results-dir', str(tmp_path)])
+    with pytest.raises(ValueError, match='moving-fmnist'): train(['--init-lr-scale', '1', '--results-dir', str(tmp_path)])
+    with pytest.raises(ValueError, match='copies none'):
+        train(VIDEO + ['--init-from', 'none', '--init-lr-scale', '0.5', '--results-dir', str(tmp_path)])
 
 
 def test_dit_sample_writes_gif_and_npz(run6, tmp_path):
@@ -101,3 +104,36 @@ def test_shipped_video_model_by_flag(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     m = load_video(SHIPPED_VIDEO)
     assert np.load(tmp_path / 'c.npz')['arr_0'].shape == (1, m.num_frames, m.input_size, m.input_size, 1)
+
+
+def _ckpt(folder, step):
+    return read_checkpoint(next(Path(folder).glob('*-VideoDiT-Nano-4')) / 'checkpoints' / f'{step:07d}.pt')
+
+
+def test_grad_checkpointing_recomputes_and_changes_no_weight(run6, tmp_path):
+    """--grad-checkpointing reaches the video model (every layer recomputed); in float32 the weights are the same."""
+    t = train(VIDEO + ['--results-dir', str(tmp_path), '--max-steps', '3', '--ckpt-every', '3', '--sample-every', '0',
+                       '--grad-checkpointing'])
+    assert t.model_raw.grad_checkpointing == -1 and t.model_raw.checkpointed_blocks() == len(t.model_raw.blocks)
+    a = read_checkpoint(run6 / 'checkpoints' / '0000003.pt')
+    assert _same(a['model'], _ckpt(tmp_path, 3)['model'])
+
+
+def test_init_lr_scale_trains_the_image_weights_slower_and_resumes(tmp_path):
+    """--init-lr-scale 0.5: two optimizer groups, the copied weights learn at half the rate; resume is exact."""
+    from dit_edu.model import read_state_dict
+    from dit_edu.video_train import SHIPPED_IMAGE
+    flags = VIDEO + ['--max-steps', '4', '--ckpt-every', '2', '--sample-every', '0', '--init-lr-scale', '0.5']
+    t = train(flags + ['--results-dir', str(tmp_path / 'a')])
+    groups = t.opt.param_groups
+    assert [g.get('lr_scale', 1.0) for g in groups] == [1.0, 0.5] and groups[1]['lr'] == 0.5 * groups[0]['lr']
+    copied = {id(p) for p in groups[1]['params']}
+    assert id(t.model_raw.blocks[0].attn.qkv.weight) in copied and id(t.model_raw.temporal_blocks[0].attn.qkv.weight) not in copied
+    image = read_state_dict(SHIPPED_IMAGE)[0]['blocks.0.attn.qkv.weight']
+    assert not torch.equal(t.model_raw.blocks[0].attn.qkv.weight.detach().cpu(), image)   # trained, not frozen
+    run = tmp_path / 'b' / 'run' / 'checkpoints'
+    run.mkdir(parents=True)
+    shutil.copy(next((tmp_path / 'a').glob('*-VideoDiT-Nano-4')) / 'checkpoints' / '0000002.pt', run)
+    train(['--resume', str(run.parent), '--max-steps', '4', '--sample-every', '0'])
+    a, b = _ckpt(tmp_path / 'a', 4), read_checkpoint(run / '0000004.pt')
+    assert _same(a['model'], b['model']) and _same(a['ema'], b['ema'])
