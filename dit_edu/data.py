@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['FASHION_DIR', 'FASHION_FILES', 'FASHION_CLASSES', 'VAE_SCALE', 'VAE_HUB', 'SHIPPED_VAE', 'read_idx',
-           'find_fashion_mnist', 'FashionMNIST', 'center_crop_arr', 'imagefolder_dataset', 'load_vae', 'encode_latents',
-           'decode_latents', 'tiny_vae_config', 'extract_latents', 'LatentDataset', 'detect_dataset', 'make_dataset',
-           'extract', 'extract_main', 'bounce_path', 'MovingFashionMNIST']
+           'find_fashion_mnist', 'FashionMNIST', 'center_crop_arr', 'imagefolder_dataset', 'load_vae', 'vae_factor',
+           'encode_latents', 'decode_latents', 'tiny_vae_config', 'extract_latents', 'LatentDataset', 'detect_dataset',
+           'make_dataset', 'extract', 'extract_main', 'bounce_path', 'MovingFashionMNIST']
 
 # %% ../nbs/20_data.ipynb #9f00da03
 import gzip, json, os, struct, sys
@@ -143,6 +143,10 @@ def load_vae(name='ema', device='cpu'):
     except Exception as e: raise OSError(f"could not load the VAE {name!r} (from {src}): {e}") from e
     return vae.to(device).eval().requires_grad_(False)
 
+def vae_factor(config):
+    "How many times an AutoencoderKL of this config shrinks each side: 2 for every block after the first."
+    return 2 ** (len(config['block_out_channels']) - 1)
+
 # %% ../nbs/20_data.ipynb #d7464fef
 @torch.no_grad()
 def encode_latents(vae, x, sample=True, generator=None):
@@ -202,8 +206,7 @@ class LatentDataset(Dataset):
         self.labels = np.load(root/'labels.npy', mmap_mode='r')
         if len(self.latents) != self.meta['n'] or len(self.labels) != self.meta['n']:
             raise ValueError(f"{root}: meta.json says {self.meta['n']} latents but latents.npy holds "
-                             f"{len(self.latents)} "
-                             "(interrupted extraction?)")
+                             f"{len(self.latents)} (interrupted extraction?)")
         self.classes = list(range(self.meta['num_classes']))
     def __len__(self): return len(self.labels)
     def __getitem__(self, i): return torch.from_numpy(self.latents[i].astype(np.float32)), int(self.labels[i])
@@ -257,7 +260,7 @@ def extract(argv=None):
         a.vae = a.vae or ('fmnist' if fmnist else 'ema')
         ds = make_dataset(kind, a.data_path, a.image_size)
     with user_errors('--vae'): vae = load_vae(a.vae, a.device)
-    down = 2 ** (len(vae.config.block_out_channels) - 1)
+    down = vae_factor(vae.config)
     if a.image_size % down:
         raise UserError(f"--image-size {a.image_size}: must be a multiple of {down} (the VAE's factor)")
     if vae.config.in_channels != (1 if fmnist else 3):

@@ -23,7 +23,7 @@ from .model import DiT, DiT_models, load_tensors
 from .training import make_ema, update_ema
 from .diffusion import create_diffusion
 from .cli import UserError, Parser, ranged, user_errors, run_cli
-from .data import make_dataset, detect_dataset, load_vae, encode_latents
+from .data import make_dataset, detect_dataset, load_vae, vae_factor, encode_latents
 from .video import VideoDiT_models
 
 # %% ../nbs/22_train.ipynb #3ac8a4be
@@ -360,7 +360,8 @@ class Trainer:
             grid_vae = latent_vae and args.sample_every
             self.decoder = self.vae or (load_vae(latent_vae, self.device) if grid_vae else None)
         C, S = (1, args.image_size) if args.dataset == 'fashion-mnist' else (4, args.image_size // 8)
-        if self.vae is not None: C = self.vae.config.latent_channels
+        if self.vae is not None:                                                  # its own channels and factor
+            C, S = self.vae.config.latent_channels, args.image_size // vae_factor(self.vae.config)
         if args.dataset == 'latents': C, S = dataset.meta['shape'][0], dataset.meta['shape'][-1]
         model = build_model(args, C, S).to(self.device)
         return dataset, model, model_config(model)
@@ -548,7 +549,8 @@ def next_batch(self: Trainer, x, y):
     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
     shape = (self.args.global_batch_size,) + (x.shape[2:] if x.ndim == 5 else x.shape[1:])  # (G, C, H, W)
     if self.vae is not None:                                                       # the latent's shape
-        shape = shape[:1] + (self.vae.config.latent_channels, shape[2] // 8, shape[3] // 8)
+        f = vae_factor(self.vae.config)
+        shape = shape[:1] + (self.vae.config.latent_channels, shape[2] // f, shape[3] // f)
     t, noise, u_drop, u_flip = step_randomness(self.args.global_seed, self.step, shape,
                                                self.diffusion.num_timesteps, self.rank, self.world,
                                                self.device)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .cli import Parser, ranged, UserError, user_errors, run_cli
-from .data import FashionMNIST
+from .data import FashionMNIST, vae_factor
 
 # %% ../nbs/11_latent.ipynb #e26bbc9a
 def fmnist_vae_config(latent_channels=4, block_out_channels=(16, 32, 32), image_size=32):
@@ -26,7 +26,7 @@ def fmnist_vae_config(latent_channels=4, block_out_channels=(16, 32, 32), image_
 
 def latent_side(config):
     "Side of the latent for the config's `sample_size` images."
-    return config['sample_size'] // 2 ** (len(config['block_out_channels']) - 1)
+    return config['sample_size'] // vae_factor(config)
 
 # %% ../nbs/11_latent.ipynb #b54482ad
 def vae_loss(vae, x, kl_weight=1e-3, generator=None):
@@ -82,7 +82,7 @@ def check_vae_args(a):
     if a.image_size % 2: raise UserError(f"--image-size {a.image_size}: must be even (padded on both sides)")
     if any(c % 8 for c in a.channels):
         raise UserError(f"--channels {a.channels}: each must be a multiple of 8 (8 norm groups)")
-    down = 2 ** (len(a.channels) - 1)
+    down = vae_factor(dict(block_out_channels=a.channels))
     if a.image_size % down:
         raise UserError(f"--image-size {a.image_size}: must be a multiple of {down} "
                         f"({len(a.channels)} blocks)")
