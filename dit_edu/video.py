@@ -112,25 +112,12 @@ def head(self: VideoDiT, x, c_frame, N):
 @patch
 @torch.no_grad()
 def initialize_weights(self: VideoDiT):
-    "The image DiT's initialisation; temporal blocks are adaLN-Zero too: all start as the identity."
-    for m in self.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+    "The image DiT's initialisation, plus the frame embedding; temporal blocks are adaLN-Zero: the identity."
+    DiT.initialize_weights(self)            # 05_model: xavier linears, 2D sin-cos positions, zeroed gates
     D = self.pos_embed.shape[-1]
-    pos = get_2d_sincos_pos_embed(D, self.x_embedder.grid_size)                      # (T, D)
-    self.pos_embed.copy_(torch.from_numpy(pos).float()[None])
     self.temp_embed.copy_(torch.from_numpy(get_temporal_embed(D, self.num_frames)).float()[None])
-    w = self.x_embedder.proj.weight
-    nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-    nn.init.zeros_(self.x_embedder.proj.bias)
-    nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-    nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-    nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-    for blk in [*self.blocks, *self.temporal_blocks]:
+    for blk in self.temporal_blocks:
         blk.init_weights()
-    self.final_layer.init_weights()
 
 VideoDiT.forward_with_cfg = DiT.forward_with_cfg   # the image guidance works unchanged on (N, C, F, H, W)
 VideoDiT.residual, VideoDiT.run_layers = DiT.residual, DiT.run_layers         # and the two speed switches:
