@@ -1,0 +1,86 @@
+"""The video motion study of 31_video_train ("Why the items do not move yet"): recipes that change one thing
+in the default video run, and the score of a checkpoint as recorded in nbs/video_results/motion.json.
+
+  python tools/motion_experiments.py train RECIPE [dit-train arguments]   # e.g. --init-lr-scale 1
+  python tools/motion_experiments.py score RECIPE CKPT [CKPT ...]         # 20 clips, 2 per class
+
+RECIPE is one of:
+  plain       dit-train unchanged
+  hight       training timesteps drawn as T * u**(1/3): high noise levels more often
+  snr-weight  the MSE term of each sample weighted by clamp(1/SNR(t), 1, 50): x0-like weight at high noise
+  window      temporal blocks attend across frames over a 3x3 window of places (masked space-time
+              attention), not at one place only; still zero-gated, so the model starts as the image DiT
+A study tool, not part of the package: it patches dit_edu at run time (window changes the model, so a
+window checkpoint must be scored with the window recipe too)."""
+import json, sys
+import torch, torch.nn.functional as F
+from einops import rearrange
+import dit_edu.attention as A, dit_edu.train as tr, dit_edu.video as V
+from dit_edu.video_train import VideoTrainer, evaluate_video_model
+
+RECIPES = ('plain', 'hight', 'snr-weight', 'window')
+
+def hight(trainer):
+    "Draw t as T * u**(1/3) instead of uniformly (the density grows as t squared)."
+    plain = trainer.next_batch
+    def next_batch(x, y):
+        x, y, t, noise = plain(x, y)
+        T = trainer.diffusion.num_timesteps
+        t = ((t.double() + 0.5) / T).pow(1 / 3).mul(T).floor().clamp(max=T - 1).long()
+        return x, y, t, noise
+    trainer.next_batch = next_batch
+
+def snr_weight(trainer, w_max=50.0):
+    "Weight each sample's MSE by clamp(1/SNR(t), 1, w_max); the learned-variance term as it was."
+    d = trainer.diffusion
+    ab = torch.as_tensor(d.alphas_cumprod, dtype=torch.float32)
+    w = ((1 - ab) / ab).clamp(1, w_max)
+    plain = d.training_losses
+    def training_losses(model, x, t, model_kwargs=None, noise=None):
+        out = plain(model, x, t, model_kwargs, noise)
+        out['loss'] = out['mse'] * w.to(t.device)[t] + out['vb']
+        return out
+    d.training_losses = training_losses
+
+def window_mask(grid, frames, r, device):
+    "(F*T, F*T) True where two tokens' places are at most r cells apart on each axis (any frames)."
+    row, col = torch.arange(grid).repeat_interleave(grid), torch.arange(grid).repeat(grid)
+    near = ((row[:, None] - row[None]).abs() <= r) & ((col[:, None] - col[None]).abs() <= r)   # (T, T)
+    return near.repeat(frames, frames).to(device)
+
+def use_window(r=1):
+    "Patch VideoDiT so that each temporal block attends over all frames and the places within r cells."
+    def attention(self, x):
+        q, k, v = self.split_heads(x)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=getattr(self, 'mask', None))
+        return self.proj(rearrange(o, 'n h t d -> n t (h d)'))
+    def space_time(self, spatial, temporal, N, x, c_frame, c_place):
+        Fr, T = x.shape[0] // N, x.shape[1]
+        when = self.temp_embed[:, :Fr, None].to(x.dtype)                             # (1, F, 1, D)
+        x = rearrange(spatial(x, c_frame), '(n f) t d -> n f t d', n=N) + when
+        m = getattr(temporal.attn, 'mask', None)
+        if m is None or m.shape[0] != Fr * T:
+            temporal.attn.mask = window_mask(int(T ** 0.5), Fr, r, x.device)
+        x = temporal(x.flatten(1, 2), c_frame[::Fr]).view(N, Fr, T, -1) - when        # one c per clip
+        return rearrange(x, 'n f t d -> (n f) t d')
+    A.Attention.forward, V.VideoDiT.space_time = attention, space_time
+
+def main(argv):
+    if len(argv) < 2 or argv[0] not in ('train', 'score') or argv[1] not in RECIPES:
+        sys.exit(__doc__)
+    what, recipe, rest = argv[0], argv[1], argv[2:]
+    if recipe == 'window': use_window()
+    if what == 'score':
+        torch.set_num_threads(1)
+        for ck in rest:
+            s = evaluate_video_model(V.load_video(ck), n_per_class=2, item_size=28)[0]
+            print(json.dumps(dict(ckpt=ck, recipe=recipe) | {k: v for k, v in s.items() if k != 'per_class'}))
+        return
+    args = tr.resolve_args(tr.get_parser().parse_args(rest))
+    trainer = VideoTrainer(args).setup(None, None)
+    if recipe == 'hight': hight(trainer)
+    if recipe == 'snr-weight': snr_weight(trainer)
+    trainer.fit()
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
