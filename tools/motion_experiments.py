@@ -10,15 +10,17 @@ RECIPE is one of:
   snr-weight  the MSE term of each sample weighted by clamp(1/SNR(t), 1, 50): x0-like weight at high noise
   window      temporal blocks attend across frames over a 3x3 window of places (masked space-time
               attention), not at one place only; still zero-gated, so the model starts as the image DiT
+  mixed-noise the noise of training and the sampler's starting noise share one draw across a clip's frames
+              (PYoCo's mixed noise, alpha = 1: a correlation of 0.5 between frames)
 A study tool, not part of the package: it patches dit_edu at run time (window changes the model, so a
-window checkpoint must be scored with the window recipe too)."""
+window or mixed-noise checkpoint must be scored with its recipe too)."""
 import json, sys
 import torch, torch.nn.functional as F
 from einops import rearrange
 import dit_edu.attention as A, dit_edu.train as tr, dit_edu.video as V
 from dit_edu.video_train import VideoTrainer, evaluate_video_model
 
-RECIPES = ('plain', 'hight', 'snr-weight', 'window')
+RECIPES = ('plain', 'hight', 'snr-weight', 'window', 'mixed-noise')
 
 def hight(trainer):
     "Draw t as T * u**(1/3) instead of uniformly (the density grows as t squared)."
@@ -65,11 +67,36 @@ def use_window(r=1):
         return rearrange(x, 'n f t d -> (n f) t d')
     A.Attention.forward, V.VideoDiT.space_time = attention, space_time
 
+def mix_frames(noise, shared, alpha=1.0):
+    "Noise (N, C, F, H, W) with a per-clip draw `shared` (N, C, 1, H, W) mixed in: unit variance per element."
+    return (alpha * shared + noise) / (1 + alpha ** 2) ** 0.5
+
+def mixed_noise_training(trainer):
+    "Train on mixed noise: the step's own noise plus one draw per clip shared by its frames."
+    plain = trainer.next_batch
+    def next_batch(x, y):
+        x, y, t, noise = plain(x, y)
+        g = torch.Generator().manual_seed(10_000_019 + trainer.step)                   # a function of the step
+        shared = torch.randn(noise.shape[:2] + (1,) + noise.shape[3:], generator=g).to(noise.device)
+        return x, y, t, mix_frames(noise, shared)
+    trainer.next_batch = next_batch
+
+def mixed_noise_sampling(seed=0):
+    "Make every Sampler start a clip from mixed noise (its shared draw from `seed`)."
+    from dit_edu.sampling import Sampler
+    plain = Sampler.sample
+    def sample(self, model, shape, noise=None, model_kwargs=None, device=None, progress=False):
+        g = torch.Generator().manual_seed(seed)
+        shared = torch.randn(tuple(shape[:2]) + (1,) + tuple(shape[3:]), generator=g).to(noise.device)
+        return plain(self, model, shape, mix_frames(noise, shared), model_kwargs, device, progress)
+    Sampler.sample = sample
+
 def main(argv):
     if len(argv) < 2 or argv[0] not in ('train', 'score') or argv[1] not in RECIPES:
         sys.exit(__doc__)
     what, recipe, rest = argv[0], argv[1], argv[2:]
     if recipe == 'window': use_window()
+    if recipe == 'mixed-noise' and what == 'score': mixed_noise_sampling()
     if what == 'score':
         torch.set_num_threads(1)
         for ck in rest:
@@ -80,6 +107,7 @@ def main(argv):
     trainer = VideoTrainer(args).setup(None, None)
     if recipe == 'hight': hight(trainer)
     if recipe == 'snr-weight': snr_weight(trainer)
+    if recipe == 'mixed-noise': mixed_noise_training(trainer)
     trainer.fit()
 
 if __name__ == '__main__':
