@@ -3,6 +3,7 @@ in the default video run, and the score of a checkpoint as recorded in nbs/video
 
   python tools/motion_experiments.py train RECIPE [dit-train arguments]   # e.g. --init-lr-scale 1
   python tools/motion_experiments.py score RECIPE CKPT [CKPT ...]         # 20 clips, 2 per class
+(`score plain CKPT` is `dit-sample --ckpt CKPT --eval 2`; the other recipes patch the model or sampler first)
 
 RECIPE is one of:
   plain       dit-train unchanged
@@ -18,7 +19,7 @@ import json, sys
 import torch, torch.nn.functional as F
 from einops import rearrange
 import dit_edu.attention as A, dit_edu.train as tr, dit_edu.video as V
-from dit_edu.video_train import VideoTrainer, evaluate_video_model
+from dit_edu.video_train import VIDEO_DEFAULTS, VideoTrainer, evaluate_video_model
 
 RECIPES = ('plain', 'hight', 'snr-weight', 'window', 'mixed-noise')
 
@@ -76,7 +77,7 @@ def mixed_noise_training(trainer):
     plain = trainer.next_batch
     def next_batch(x, y):
         x, y, t, noise = plain(x, y)
-        g = torch.Generator().manual_seed(10_000_019 + trainer.step)                   # a function of the step
+        g = torch.Generator().manual_seed(10_000_019 + trainer.step)         # a function of the step
         shared = torch.randn(noise.shape[:2] + (1,) + noise.shape[3:], generator=g).to(noise.device)
         return x, y, t, mix_frames(noise, shared)
     trainer.next_batch = next_batch
@@ -100,7 +101,9 @@ def main(argv):
     if what == 'score':
         torch.set_num_threads(1)
         for ck in rest:
-            s = evaluate_video_model(V.load_video(ck), n_per_class=2, item_size=28)[0]
+            model = V.load_video(ck)                     # the crop: the item size the run trained on
+            item = model.item_size or VIDEO_DEFAULTS['item_size']
+            s = evaluate_video_model(model, n_per_class=2, item_size=item)[0]
             print(json.dumps(dict(ckpt=ck, recipe=recipe) | {k: v for k, v in s.items() if k != 'per_class'}))
         return
     args = tr.resolve_args(tr.get_parser().parse_args(rest))
