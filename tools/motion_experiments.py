@@ -2,8 +2,12 @@
 in the default video run, and the score of a checkpoint as recorded in nbs/video_results/motion.json.
 
   python tools/motion_experiments.py train RECIPE [dit-train arguments]   # e.g. --init-lr-scale 1
-  python tools/motion_experiments.py score RECIPE CKPT [CKPT ...]         # 20 clips, 2 per class
+  python tools/motion_experiments.py score RECIPE [OPTIONS] CKPT [CKPT ...]   # 20 clips, 2 per class
 (`score plain CKPT` is `dit-sample --ckpt CKPT --eval 2`; the other recipes patch the model or sampler first)
+OPTIONS of score: --n-per-class N (default 2), --cfg S (default 4), --guidance-below T (guide only the steps
+at t < T, a guidance interval; default: every step). CKPT 'image' is the shipped image DiT as a one-frame
+video model on the default canvas (the untrained start of `frames`). score also prints place_std_px: how far
+the clips' average places spread across clips (per axis, averaged): for one-frame models, where items go.
 
 RECIPE is one of:
   plain       dit-train unchanged
@@ -13,15 +17,17 @@ RECIPE is one of:
               attention), not at one place only; still zero-gated, so the model starts as the image DiT
   mixed-noise the noise of training and the sampler's starting noise share one draw across a clip's frames
               (PYoCo's mixed noise, alpha = 1: a correlation of 0.5 between frames)
+  frames      train only: the temporal blocks frozen at their zero-gated start, for --num-frames 1 (an image
+              DiT fine-tuned on single frames, items anywhere); its ema.safetensors can be --init-from
 A study tool, not part of the package: it patches dit_edu at run time (window changes the model, so a
 window or mixed-noise checkpoint must be scored with its recipe too)."""
 import json, sys
 import torch, torch.nn.functional as F
 from einops import rearrange
 import dit_edu.attention as A, dit_edu.train as tr, dit_edu.video as V
-from dit_edu.video_train import VIDEO_DEFAULTS, VideoTrainer, evaluate_video_model
+from dit_edu.video_train import VIDEO_DEFAULTS, VideoTrainer, evaluate_video_model, item_centres
 
-RECIPES = ('plain', 'hight', 'snr-weight', 'window', 'mixed-noise')
+RECIPES = ('plain', 'hight', 'snr-weight', 'window', 'mixed-noise', 'frames')
 
 def hight(trainer):
     "Draw t as T * u**(1/3) instead of uniformly (the density grows as t squared)."
@@ -92,6 +98,54 @@ def mixed_noise_sampling(seed=0):
         return plain(self, model, shape, mix_frames(noise, shared), model_kwargs, device, progress)
     Sampler.sample = sample
 
+def freeze_temporal():
+    "Make dit-train's video model keep its temporal blocks as built (zero-gated: the identity)."
+    import dit_edu.video_train as vt
+    plain = vt.build_video_model
+    def build(args):
+        model, copied = plain(args)
+        for name, w in model.named_parameters():
+            if name.startswith('temporal_blocks.'): w.requires_grad_(False)
+        return model, copied
+    vt.build_video_model = build
+
+def guidance_below(t_hi):
+    "Guide only the sampler steps at t < t_hi (Kynkaanniemi et al.'s guidance interval); 1 elsewhere."
+    from dit_edu.sampling import ClassifierFreeGuidance
+    plain = ClassifierFreeGuidance.__call__
+    def call(self, x, t, y):
+        s = self.cfg_scale
+        self.cfg_scale = torch.where(t < t_hi, s, 1.0).float().view(-1, *[1] * (x.ndim - 1))   # per sample
+        try: return plain(self, x, t, y)
+        finally: self.cfg_scale = s
+    ClassifierFreeGuidance.__call__ = call
+
+def score_model(ck):
+    "The video model of checkpoint `ck`, or ('image') the shipped image DiT as a one-frame video model."
+    if ck != 'image': return V.load_video(ck)
+    from types import SimpleNamespace
+    from dit_edu.video_train import build_video_model
+    a = SimpleNamespace(**(VIDEO_DEFAULTS | dict(num_frames=1, global_seed=0, class_dropout_prob=0.1)))
+    model = build_video_model(a)[0].eval()
+    model.item_size = a.item_size
+    return model
+
+def score(recipe, rest):
+    opts = dict(n_per_class=2, cfg=4.0, guidance_below=None)
+    while rest and rest[0].startswith('--'):
+        opts[rest[0][2:].replace('-', '_')] = float(rest[1])
+        rest = rest[2:]
+    if opts['guidance_below'] is not None: guidance_below(opts['guidance_below'])
+    torch.set_num_threads(1)
+    for ck in rest:
+        model = score_model(ck)                          # the crop: the item size the run trained on
+        item = model.item_size or VIDEO_DEFAULTS['item_size']
+        s, clips, _ = evaluate_video_model(model, n_per_class=int(opts['n_per_class']), cfg_scale=opts['cfg'],
+                                           item_size=item)
+        place = item_centres(clips)[0].mean(1).std(0).mean().item()          # (N, F, 2) -> per axis -> px
+        s = {k: v for k, v in s.items() if k != 'per_class'}
+        print(json.dumps(dict(ckpt=ck, recipe=recipe) | opts | s | dict(place_std_px=place)))
+
 def main(argv):
     if len(argv) < 2 or argv[0] not in ('train', 'score') or argv[1] not in RECIPES:
         sys.exit(__doc__)
@@ -99,13 +153,8 @@ def main(argv):
     if recipe == 'window': use_window()
     if recipe == 'mixed-noise' and what == 'score': mixed_noise_sampling()
     if what == 'score':
-        torch.set_num_threads(1)
-        for ck in rest:
-            model = V.load_video(ck)                     # the crop: the item size the run trained on
-            item = model.item_size or VIDEO_DEFAULTS['item_size']
-            s = evaluate_video_model(model, n_per_class=2, item_size=item)[0]
-            print(json.dumps(dict(ckpt=ck, recipe=recipe) | {k: v for k, v in s.items() if k != 'per_class'}))
-        return
+        return score(recipe, rest)
+    if recipe == 'frames': freeze_temporal()
     args = tr.resolve_args(tr.get_parser().parse_args(rest))
     trainer = VideoTrainer(args).setup(None, None)
     if recipe == 'hight': hight(trainer)
