@@ -133,8 +133,10 @@ def score_model(ck):
 def score(recipe, rest):
     opts = dict(n_per_class=2, cfg=4.0, guidance_below=None)
     while rest and rest[0].startswith('--'):
-        opts[rest[0][2:].replace('-', '_')] = float(rest[1])
-        rest = rest[2:]
+        key = rest[0][2:].replace('-', '_')
+        if key not in opts or len(rest) < 2:
+            print(f"score: unknown option or missing value: {rest[0]}", file=sys.stderr); sys.exit(2)
+        opts[key], rest = float(rest[1]), rest[2:]
     if opts['guidance_below'] is not None: guidance_below(opts['guidance_below'])
     torch.set_num_threads(1)
     for ck in rest:
