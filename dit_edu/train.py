@@ -343,6 +343,10 @@ class Trainer:
         "What the optimizer trains: every parameter at --lr (a group's `lr_scale` multiplies it)."
         return self.model.parameters()
 
+    def build_model(self, args, in_channels, input_size):
+        "The DiT of `args.model` (a sweep's trainer builds other shapes: 28_sweep)."
+        return build_model(args, in_channels, input_size)
+
     def data_and_model(self, args):
         "The dataset, the model on the device and its config (the video trainer swaps this part)."
         with user_errors('--data-path'):
@@ -363,7 +367,7 @@ class Trainer:
         if self.vae is not None:                                                  # its own channels and factor
             C, S = self.vae.config.latent_channels, args.image_size // vae_factor(self.vae.config)
         if args.dataset == 'latents': C, S = dataset.meta['shape'][0], dataset.meta['shape'][-1]
-        model = build_model(args, C, S).to(self.device)
+        model = self.build_model(args, C, S).to(self.device)
         return dataset, model, model_config(model)
 
 # %% ../nbs/22_train.ipynb #c51e10e2
