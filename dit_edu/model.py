@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from torch.utils.flop_counter import FlopCounterMode
 from .patchify import PatchEmbed, unpatchify, get_2d_sincos_pos_embed
 from .embeddings import TimestepEmbedder, LabelEmbedder
-from .blocks import BLOCKS, FinalLayer
+from .blocks import BLOCKS, FINAL_LAYERS
 from .cli import Parser, ranged, UserError, run_cli
 
 # %% ../nbs/05_model.ipynb #c0f1a2b4
@@ -65,7 +65,7 @@ class DiT(nn.Module):
         T = self.x_embedder.num_patches
         self.pos_embed = nn.Parameter(torch.zeros(1, T, hidden_size), requires_grad=False)   # (1, T, D)
         self.blocks = nn.ModuleList([BLOCKS[block](hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
-        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.final_layer = FINAL_LAYERS[block](hidden_size, patch_size, self.out_channels)   # adaptive for adaLN
         self.initialize_weights()
 
     @torch.no_grad()
