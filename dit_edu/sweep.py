@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['SIZE_LIMITS', 'SWEEP_DEFAULTS', 'SWEEP_OWNS', 'QUALITY_AT', 'WEIGHTS', 'SHARED_OK', 'parse_config', 'check_config',
-           'train_flops', 'steps_for', 'train_args', 'check_spec', 'read_spec', 'SweepTrainer', 'heldout_batch',
-           'heldout_loss', 'quality', 'eval_points', 'wants_quality', 'run_key', 'read_rows', 'append_row',
-           'model_name', 'done_at', 'Run', 'sweep_parser', 'spec_from_args', 'plan', 'print_plan', 'open_folder',
-           'gather', 'sweep', 'main']
+           'train_flops', 'steps_for', 'check_train', 'train_args', 'check_spec', 'read_spec', 'SweepTrainer',
+           'heldout_batch', 'heldout_loss', 'score', 'quality', 'eval_points', 'wants_quality', 'run_key', 'read_rows',
+           'append_row', 'model_name', 'done_at', 'Run', 'sweep_parser', 'spec_from_args', 'plan', 'print_plan',
+           'open_folder', 'gather', 'sweep', 'main']
 
 # %% ../nbs/28_sweep.ipynb #8bbaeaef
 import argparse, csv, json, math, os, re, sys, time
@@ -96,12 +96,16 @@ def _numbers(v, what, kind, lo, hi):
             raise ValueError(f"{what}: each must be {'an integer' if kind is int else 'a number'} in [{lo:g}, {hi:g}], got {x!r}")
     return [kind(x) for x in v]
 
-def train_args(train, data_path=None, device=None):
-    "The argv of dit-train for the shared `train` settings (checked by dit-train's parser)."
+def check_train(train):
+    "ValueError unless `train` is a table of dit-train flags (by their dest names) that a sweep lets runs share."
     if not isinstance(train, dict): raise ValueError(f"train must be a table of dit-train flags, got {train!r}")
     known = {a.dest for a in train_parser()._actions} - {'help'}
     bad = sorted(set(train) - known) + sorted(k for k in train if k in SWEEP_OWNS)
     if bad: raise ValueError(f"train: {bad} are not dit-train flags a sweep may set")
+
+def train_args(train, data_path=None, device=None):
+    "The argv of dit-train for the shared `train` settings (checked by dit-train's parser)."
+    check_train(train)
     argv = []
     for k, v in (train | {k: v for k, v in dict(data_path=data_path, device=device).items() if v}).items():
         flag = '--' + k.replace('_', '-')
@@ -120,7 +124,8 @@ def check_spec(spec):
     if not isinstance(ev, dict) or set(ev) - set(SWEEP_DEFAULTS['eval']):
         raise ValueError(f"eval: a table with keys among {sorted(SWEEP_DEFAULTS['eval'])}, got {ev!r}")
     s['eval'] = ev = SWEEP_DEFAULTS['eval'] | ev
-    s['train'] = SWEEP_DEFAULTS['train'] | (s['train'] if isinstance(s['train'], dict) else {'?': s['train']})
+    check_train(s['train'])
+    s['train'] = SWEEP_DEFAULTS['train'] | s['train']
     configs = s['configs'] if isinstance(s['configs'], list) else [s['configs']]
     if not configs: raise ValueError("configs: give at least one model")
     s['configs'] = [check_config(parse_config(c)) for c in configs]
@@ -205,22 +210,25 @@ def heldout_loss(model, diffusion, batch, batch_size=512):
     return {k: v.mean().item() for k, v in term.items()} | dict(mse_per_t=per_t)
 
 # %% ../nbs/28_sweep.ipynb #569b56e0
-def quality(model, n_per_class, sampler='dpm++2m', steps=20, cfg_scale=4.0, vae=None, seed=0):
-    "Asked-class share, classifier FID, precision and recall of n_per_class samples per class, and seconds."
-    from dit_edu.sample import generate
+def score(x, labels):
+    "Asked-class share, classifier FID, precision and recall (k=3, against 1,000 test images) of images x."
     from dit_edu.classifier import load_classifier, predict, reference_features, frechet_distance
     from dit_edu.evaluate import precision_recall
-    t0, dev = time.time(), next(model.parameters()).device
-    labels = torch.arange(model.num_classes).repeat_interleave(n_per_class)
-    x = torch.cat([generate(model, lab.tolist(), cfg_scale, steps, sampler, seed + i, vae)
-                   for i, lab in enumerate(labels.split(500))])
-    clf = load_classifier(device=dev)
+    clf = load_classifier(device=x.device)
     logits, f = predict(clf, x.float().clamp(-1, 1))
     ref = reference_features(clf)
     p, r = precision_recall(ref[:1000].numpy(), f.cpu().numpy())
-    return dict(accuracy=(logits.argmax(1).cpu() == labels).float().mean().item(),
-                fid=frechet_distance(f.cpu(), ref), precision=p, recall=r, n=len(x),
-                sample_seconds=time.time() - t0)
+    return dict(accuracy=(logits.argmax(1).cpu() == labels.cpu()).float().mean().item(),
+                fid=frechet_distance(f.cpu(), ref), precision=p, recall=r, n=len(x))
+
+def quality(model, n_per_class, sampler='dpm++2m', steps=20, cfg_scale=4.0, vae=None, seed=0):
+    "`score` of n_per_class samples per class (fixed seeds), with the seconds sampling took."
+    from dit_edu.sample import generate
+    t0 = time.time()
+    labels = torch.arange(model.num_classes).repeat_interleave(n_per_class)
+    x = torch.cat([generate(model, lab.tolist(), cfg_scale, steps, sampler, seed + i, vae)
+                   for i, lab in enumerate(labels.split(500))])
+    return score(x, labels) | dict(sample_seconds=time.time() - t0)
 
 # %% ../nbs/28_sweep.ipynb #6fdc8457
 def eval_points(cfg_steps, spec):
