@@ -306,7 +306,7 @@ class Run:
             raise UserError(f"{self.dir} holds a run of another model ({ckpt['config']}); use another --out")
         return tr.setup(ckpt, path)
 
-    def go(self, on_segment=None):
+    def go(self):
         "Train and measure this run up to its last point; returns its rows (rank 0)."
         tr = self.trainer()
         rows = [r for r in read_rows(self.rows_file) if r['step'] <= tr.step]   # later ones: made again
@@ -325,7 +325,6 @@ class Run:
                 seconds += time.time() - t0
                 if tr.rank == 0:
                     for p in sorted((tr.exp_dir/'checkpoints').glob('[0-9]*.pt'))[:-1]: p.unlink()   # keep the newest
-                if on_segment: on_segment(self, step)
             if tr.rank == 0: self.measure(tr, step, why, done_at(rows, step), seconds)
             if tr.world > 1: dist.barrier()
             rows = read_rows(self.rows_file)

@@ -1,4 +1,5 @@
-"""The book's cross-references: every notebook that a notebook names exists in nbs/.
+"""The book as a reader meets it: every notebook that a notebook names exists in nbs/; every notebook opens with its
+outputs; a sentence that tells the reader to look at a figure is followed by one.
 
 Reads the markdown and code cells of every nbs/*.ipynb (as JSON, no notebook tooling, no torch) and
 finds two kinds of reference: "notebook 09" / "notebooks 06 and 08" / "notebooks 08-09", and a
@@ -17,7 +18,7 @@ NAMED = re.compile(r'(?<![\w.-])(\d{2}[a-z]?_[A-Za-z][A-Za-z0-9_]*)(\.[A-Za-z]\w
 
 # Notebook names allowed before their file lands (names only: a bare "notebook 12" still needs a file).
 # 12_scaling (the paper's scaling findings, Part I) is named by 28_sweep; drop an entry once its file exists.
-FORWARD = {'12_scaling'}
+FORWARD = set()
 
 
 def notebooks():
@@ -74,3 +75,39 @@ def test_references_name_existing_notebooks():
     bad = [f"{nb} cell {i}: {text!r} ({kind} {target}: no such notebook in nbs/)"
            for nb, i, kind, target, text in refs if not exists(kind, target, stems)]
     assert not bad, "stale notebook references:\n" + "\n".join(bad)
+
+
+def outputs(path):
+    """The outputs of a notebook's code cells, in order: (cell index, output dicts)."""
+    nb = json.loads(path.read_text(encoding='utf-8'))
+    return [(i, c.get('outputs', [])) for i, c in enumerate(nb['cells']) if c['cell_type'] == 'code']
+
+
+def test_every_notebook_opens_with_outputs():
+    "A reader on GitHub sees what the cells do without running them (index.ipynb is the README, no code)."
+    bare = [p.name for p in notebooks() if p.name != 'index.ipynb' and not any(o for _, o in outputs(p))]
+    assert len(notebooks()) > 20 and not bare, f"notebooks without any outputs: {bare}"
+
+
+LOOK = re.compile(r'\b(notice|the figure shows|the plot shows|the picture shows)\b', re.I)
+
+
+def _has_figure(outs):
+    return any('image/png' in o.get('data', {}) or 'image/svg+xml' in o.get('data', {}) or
+               'image/gif' in o.get('data', {}) for o in outs)
+
+
+def test_notice_is_followed_by_a_figure():
+    "'Notice ...' or 'the figure shows ...' in a markdown cell: one of the next three code cells shows an image."
+    missing, seen = [], 0
+    for p in notebooks():
+        nb = json.loads(p.read_text(encoding='utf-8'))
+        cs = nb['cells']
+        for i, c in enumerate(cs):
+            if c['cell_type'] != 'markdown' or not LOOK.search(''.join(c['source'])): continue
+            seen += 1
+            nxt = [d for d in cs[i + 1:] if d['cell_type'] == 'code'][:3]
+            if not any(_has_figure(d.get('outputs', [])) for d in nxt):
+                missing.append(f"{p.name} cell {i}: {LOOK.search(''.join(c['source'])).group(0)!r}")
+    assert seen > 10, f"only {seen} sentences found: the pattern no longer matches the book"
+    assert not missing, "no figure after: " + '; '.join(missing)
