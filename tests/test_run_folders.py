@@ -1,0 +1,85 @@
+"""Nothing outside a run is touched, no run is written twice at once (issue 25, section 1): a loose checkpoint goes on in a
+new run folder, a live run's folder is locked, a cut-off extraction is refused, an earlier VAE or sample set is never
+overwritten. Every command is called in this process on files dit-train and dit-extract really wrote."""
+import fcntl, hashlib, json, os, shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from dit_edu.train import main as train_main, read_checkpoint
+from dit_edu.data import extract, extract_main, FASHION_DIR
+from dit_edu.sample import main_ddp as sample_ddp_main
+
+TINY = ['--model', 'DiT-Nano/8', '--image-size', '32', '--global-batch-size', '8', '--max-steps', '2', '--ckpt-every', '1',
+        '--log-every', '1', '--sample-every', '0', '--warmup-steps', '0', '--no-progress', '--device', 'cpu']
+
+
+def _one_line(err, prog):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f'{prog}: error: ') and 'Traceback' not in err, err
+    return lines[0]
+
+
+def _tree(root):
+    "Every folder and file under `root` with the hash of its bytes: a snapshot to compare."
+    return {str(p.relative_to(root)): p.is_dir() or hashlib.sha1(p.read_bytes()).hexdigest() for p in Path(root).rglob('*')}
+
+
+def _steps(run): return [json.loads(l)['step'] for l in (run / 'metrics.jsonl').read_text().splitlines()]
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    "A 2-step dit-train run (a checkpoint each step)."
+    d = tmp_path_factory.mktemp('made')
+    torch.set_num_threads(1)
+    train_main(TINY + ['--results-dir', str(d / 'results')])
+    return next((d / 'results').iterdir())
+
+
+@pytest.mark.parametrize('where', ['dl', 'checkpoints'])
+def test_loose_checkpoint_goes_on_in_a_new_run_folder(run, where, tmp_path, capsys):
+    """D/dl/0000002.pt, or D/checkpoints/0000002.pt beside a stranger's args.json: D is not the run's folder. Nothing in D
+    changes; the run goes on from step 2 in a new folder under --results-dir, as it would have in place, and says so."""
+    D = tmp_path / 'D'
+    (D / where).mkdir(parents=True)
+    shutil.copy(run / 'checkpoints' / '0000002.pt', D / where)
+    (D / 'args.json').write_text(json.dumps(dict(model='DiT-Nano/8', mine=True)))
+    for f in ('ema.safetensors', 'metrics.jsonl'): (D / f).write_text('not dit-train\'s\n')
+    before = _tree(tmp_path)
+    train_main(['--resume', str(D / where / '0000002.pt'), '--max-steps', '3', '--results-dir', str(tmp_path / 'new')])
+    out = capsys.readouterr().out
+    new = next((tmp_path / 'new').iterdir())
+    assert {k: v for k, v in _tree(tmp_path).items() if not k.startswith('new')} == before
+    assert f"lies outside a run folder; its run goes on from step 2 in a new one, {new}" in out, out
+    assert sorted(p.name for p in (new / 'checkpoints').iterdir()) == ['0000003.pt'] and _steps(new) == [3]
+    in_place = tmp_path / 'run'; shutil.copytree(run, in_place)                 # the same checkpoint, resumed in its folder
+    train_main(['--resume', str(in_place), '--max-steps', '3'])
+    a, b = read_checkpoint(new / 'checkpoints' / '0000003.pt'), read_checkpoint(in_place / 'checkpoints' / '0000003.pt')
+    assert a['step'] == b['step'] == 3 and all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    assert _steps(in_place) == [1, 2, 3]
+
+
+def test_results_dir_does_not_move_a_run_folder(run, tmp_path, capsys):
+    "--results-dir with a run folder's own checkpoint: refused (it goes on in place), nothing written."
+    before = _tree(run)
+    with pytest.raises(SystemExit) as e: train_main(['--resume', str(run), '--results-dir', str(tmp_path / 'elsewhere')])
+    assert e.value.code == 2 and 'goes on in place' in _one_line(capsys.readouterr().err, 'dit-train')
+    assert _tree(run) == before and not (tmp_path / 'elsewhere').exists()
+
+
+def test_a_run_folder_in_use_is_refused_and_a_stale_lock_is_taken(run, tmp_path, capsys):
+    """While another process holds RUN/.lock, `dit-train --resume RUN` exits 2 with one line naming it and writes nothing;
+    the lock file of a process that died (its pid left behind, no lock held) is taken over."""
+    r = tmp_path / 'run'; shutil.copytree(run, r)
+    fd = os.open(r / '.lock', os.O_RDWR | os.O_CREAT)                        # the first run, alive (as seen from another fd)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); os.write(fd, b'424242')
+    before = _tree(r)
+    with pytest.raises(SystemExit) as e: train_main(['--resume', str(r), '--max-steps', '3'])
+    line = _one_line(capsys.readouterr().err, 'dit-train')
+    assert e.value.code == 2 and 'in use by another dit-train (pid 424242)' in line, line
+    assert _tree(r) == before
+    os.close(fd)                                                             # it dies; its pid stays in the file
+    train_main(['--resume', str(r), '--max-steps', '3'])
+    assert _steps(r) == [1, 2, 3]
