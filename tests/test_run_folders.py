@@ -83,3 +83,41 @@ def test_a_run_folder_in_use_is_refused_and_a_stale_lock_is_taken(run, tmp_path,
     os.close(fd)                                                             # it dies; its pid stays in the file
     train_main(['--resume', str(r), '--max-steps', '3'])
     assert _steps(r) == [1, 2, 3]
+
+
+@pytest.fixture
+def latents(tmp_path):
+    "8 Fashion-MNIST images encoded by the shipped VAE with dit-extract."
+    if not FASHION_DIR.is_dir(): pytest.skip('needs Debian dataset-fashion-mnist')
+    out = tmp_path / 'lat'
+    extract(['--data-path', str(FASHION_DIR), '--out', str(out), '--limit', '8', '--batch-size', '4', '--num-workers', '0',
+             '--device', 'cpu'])
+    return out
+
+
+def test_cut_off_extraction_is_refused(latents, tmp_path, monkeypatch, capsys):
+    """dit-extract again into a folder of latents, killed after its first batch: the old meta.json went first, so dit-train
+    refuses the folder in one line (exit 2) instead of training on rows never written; a meta.json that disagrees with the
+    arrays is refused too. No run folder is made."""
+    import dit_edu.data as D
+    encode, calls = D.encode_latents, []
+    def killed(*a, **k):
+        calls.append(1)
+        if len(calls) > 2: raise RuntimeError('killed')                   # after the first batch (plain and mirrored)
+        return encode(*a, **k)
+    monkeypatch.setattr(D, 'encode_latents', killed)
+    with pytest.raises(RuntimeError, match='killed'):
+        extract(['--data-path', str(FASHION_DIR), '--out', str(latents), '--limit', '8', '--batch-size', '4',
+                 '--num-workers', '0', '--device', 'cpu'])
+    monkeypatch.undo()
+    assert not (latents / 'meta.json').exists() and (latents / 'latents.npy').exists()
+    res = ['--data-path', str(latents), '--results-dir', str(tmp_path / 'res'), '--model', 'DiT-Nano/2', '--global-batch-size', '4',
+           '--max-steps', '1', '--no-progress', '--device', 'cpu']
+    with pytest.raises(SystemExit) as e: train_main(res)
+    line = _one_line(capsys.readouterr().err, 'dit-train')
+    assert e.value.code == 2 and '--data-path' in line and 'an extraction was cut off' in line, line
+    (latents / 'meta.json').write_text(json.dumps(dict(n=16, shape=[4, 8, 8], scale=1.0, num_classes=10, vae='fmnist')))
+    with pytest.raises(SystemExit) as e: train_main(res)
+    line = _one_line(capsys.readouterr().err, 'dit-train')
+    assert e.value.code == 2 and 'meta.json says 16 latents' in line, line
+    assert not (tmp_path / 'res').exists()
