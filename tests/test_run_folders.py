@@ -131,3 +131,20 @@ def test_train_vae_never_overwrites_a_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: vae_main(['--out', str(out), '--steps', '1'])
     assert e.value.code == 2 and '--out' in _one_line(capsys.readouterr().err, 'dit-train-vae')
     assert [p.name for p in out.iterdir()] == ['config.json'] and (out / 'config.json').read_text() == '{"earlier": 1}'
+
+
+def test_sample_ddp_outputs_of_two_runs_never_collide(run, tmp_path, capsys):
+    """Two runs' ema.safetensors get two output names in one --sample-dir; the same name again (another results folder's
+    000-DiT-Nano-8) is refused in one line, exit 2, and the first output stays as it was."""
+    other = tmp_path / 'b' / '001-DiT-Nano-8'; shutil.copytree(run, other)
+    twin = tmp_path / 'c' / run.name; shutil.copytree(run, twin)
+    flags = ['--sample-dir', str(tmp_path / 's'), '--num-fid-samples', '2', '--per-proc-batch-size', '2',
+             '--num-sampling-steps', '2', '--device', 'cpu']
+    for r in (run, other): sample_ddp_main(['--ckpt', str(r / 'ema.safetensors')] + flags)
+    npz = sorted(p.name for p in (tmp_path / 's').glob('*.npz'))
+    assert npz == [f'{n}-ema-cfg-4.0-dpm++2m-2-seed-0.npz' for n in ('000-DiT-Nano-8', '001-DiT-Nano-8')], npz
+    before = _tree(tmp_path / 's')
+    with pytest.raises(SystemExit) as e: sample_ddp_main(['--ckpt', str(twin / 'ema.safetensors')] + flags)
+    line = _one_line(capsys.readouterr().err, 'dit-sample-ddp')
+    assert e.value.code == 2 and 'exists already' in line, line
+    assert _tree(tmp_path / 's') == before
