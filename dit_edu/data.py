@@ -170,9 +170,10 @@ def tiny_vae_config():
 @torch.no_grad()
 def extract_latents(dataset, vae, out_dir, batch_size=32, num_workers=0, device='cpu', seed=0, sample=True,
                     vae_name=None):
-    "Encode `dataset` and its mirror images once: latents.npy (N, 2, c, h, w) fp16, labels.npy, meta.json."
+    "Encode `dataset` and its mirror images once: latents.npy (N, 2, c, h, w) fp16, labels.npy, meta.json last."
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir/'meta.json').unlink(missing_ok=True)   # an earlier extraction's: until the new one ends, none
     loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=False, num_workers=num_workers)
     g, lat, i, n = torch.Generator(device).manual_seed(seed), None, 0, len(dataset)
     labels = np.lib.format.open_memmap(out_dir/'labels.npy', mode='w+', dtype=np.int64, shape=(n,))
@@ -190,7 +191,9 @@ def extract_latents(dataset, vae, out_dir, batch_size=32, num_workers=0, device=
     num_classes = len(getattr(dataset, 'classes', [])) or int(labels.max()) + 1
     meta = dict(n=n, shape=list(lat.shape[2:]), scale=vae.config.scaling_factor, num_classes=num_classes,
                 vae=vae_name)
-    (out_dir/'meta.json').write_text(json.dumps(meta))   # vae: what decodes them (dit-train records it)
+    tmp = out_dir/f'.meta.json.tmp{os.getpid()}'       # vae: what decodes them (dit-train records it)
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, out_dir/'meta.json')                # whole or absent: a folder with meta.json is complete
     return meta
 
 # %% ../nbs/20_data.ipynb #a5534b92
@@ -199,14 +202,17 @@ class LatentDataset(Dataset):
     def __init__(self, root):
         root = Path(root)
         if not (root/'meta.json').is_file():
-            raise FileNotFoundError(f"--data-path {root} holds no extracted latents (no meta.json); "
-                                    "run dit-extract first")
-        self.meta = json.loads((root/'meta.json').read_text())
+            cut = (root/'latents.npy').exists() or (root/'labels.npy').exists()
+            raise FileNotFoundError(f"--data-path {root} holds no complete latents (no meta.json"
+                                    f"{': an extraction was cut off' if cut else ''}); run dit-extract "
+                                    f"{'again' if cut else 'first'}")
+        self.meta = m = json.loads((root/'meta.json').read_text())
         self.latents = np.load(root/'latents.npy', mmap_mode='r')
         self.labels = np.load(root/'labels.npy', mmap_mode='r')
-        if len(self.latents) != self.meta['n'] or len(self.labels) != self.meta['n']:
-            raise ValueError(f"{root}: meta.json says {self.meta['n']} latents but latents.npy holds "
-                             f"{len(self.latents)} (interrupted extraction?)")
+        if self.latents.shape != (m['n'], 2, *m['shape']) or self.labels.shape != (m['n'],):
+            raise ValueError(f"{root}: meta.json says {m['n']} latents of shape {m['shape']} (x2 mirrored), but "
+                             f"latents.npy holds {self.latents.shape} and labels.npy {self.labels.shape}; "
+                             "run dit-extract again")
         self.classes = list(range(self.meta['num_classes']))
     def __len__(self): return len(self.labels)
     def __getitem__(self, i): return torch.from_numpy(self.latents[i].astype(np.float32)), int(self.labels[i])
@@ -217,7 +223,7 @@ def detect_dataset(data_path):
     if data_path is None: return 'fashion-mnist'
     p = Path(data_path)
     if not p.exists(): raise FileNotFoundError(f"--data-path {p} does not exist")
-    if (p/'meta.json').is_file(): return 'latents'
+    if (p/'meta.json').is_file() or (p/'latents.npy').is_file(): return 'latents'   # complete or cut off
     if _idx_in(p, FASHION_FILES[True][0]) is not None: return 'fashion-mnist'
     return 'imagefolder'
 

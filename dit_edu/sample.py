@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DEFAULT_CKPT', 'OUT_SUFFIXES', 'load_model', 'fast_sampler', 'generate', 'evaluate_model', 'to_uint8_nhwc',
            'save_samples', 'sample_parser', 'max_dpm_steps', 'check_sample_args', 'run_args', 'sample', 'main',
-           'sample_ddp', 'main_ddp']
+           'samples_name', 'sample_ddp', 'main_ddp']
 
 # %% ../nbs/23_sample.ipynb #7f120435
 import argparse, functools, json, math, os
@@ -234,6 +234,14 @@ def main(argv=None):
     "Console script `dit-sample`: exit 0 on success, 2 and one line on a bad flag or file."
     run_cli(sample, argv, 'dit-sample')
 
+# %% ../nbs/23_sample.ipynb #c79ee868
+def samples_name(ckpt):
+    "What dit-sample-ddp names its samples after: RUN-ema for RUN/ema.safetensors, RUN-0001000 for a checkpoint."
+    if not ckpt: return 'fmnist_dit'
+    p = Path(ckpt).resolve()
+    run = p.parent.parent if p.parent.name == 'checkpoints' else p.parent   # two runs' ema.safetensors differ
+    return f"{run.name}-{p.stem}"
+
 # %% ../nbs/23_sample.ipynb #f38a84cc
 def sample_ddp(argv=None):
     "Run dit-sample-ddp: many samples, one PNG each, plus one .npz for FID tools; returns the .npz path."
@@ -244,12 +252,14 @@ def sample_ddp(argv=None):
     p.add_argument('--global-seed', type=ranged(int, 0), default=0)
     a = p.parse_args(argv)
     check_sample_args(a)
+    name = f"{samples_name(a.ckpt)}-cfg-{a.cfg_scale}-{a.sampler}-{_steps(a)}-seed-{a.global_seed}"
+    folder = Path(a.sample_dir)/name
+    if folder.exists() or folder.with_name(f"{name}.npz").exists():   # every rank checks before any makes it
+        raise UserError(f"--sample-dir {a.sample_dir}: {name} exists already; remove it or give another "
+                        "--sample-dir")
     rank, world, device = setup_distributed(a.device)
     model, vae = _load(a, device)
     precision, compile = _fast_args(a, device)
-    stem = Path(a.ckpt).stem if a.ckpt else 'fmnist_dit'
-    name = f"{stem}-cfg-{a.cfg_scale}-{a.sampler}-{_steps(a)}-seed-{a.global_seed}"
-    folder = Path(a.sample_dir)/name
     folder.mkdir(parents=True, exist_ok=True)
     n, B = a.num_fid_samples, a.per_proc_batch_size
     g = torch.Generator().manual_seed(a.global_seed * world + rank)  # a seed per rank, as the reference

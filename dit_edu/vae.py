@@ -88,6 +88,8 @@ def check_vae_args(a):
                         f"({len(a.channels)} blocks)")
     out = Path(a.out)
     if out.exists() and not out.is_dir(): raise UserError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):                       # an earlier VAE would be overwritten
+        raise UserError(f"--out {out}: exists and is not empty; give a new folder")
 
 # %% ../nbs/11_latent.ipynb #1678848e
 def train_vae(argv=None):
