@@ -79,7 +79,7 @@ def plot_compute(ax, cv, front=None, fit=None, title=''):
     ax.grid(alpha=0.3, which='both')
     ax.legend(fontsize=7)
 
-# %% ../nbs/12_scaling.ipynb #97406d60
+# %% ../nbs/12_scaling.ipynb #b8422687
 def at_step(rows, step, metric, kind='heldout', weights='raw', **match):
     "{config: (gflops, params, mean, lo, hi)} of `metric` at `step`, over seeds."
     by = {}
@@ -91,7 +91,7 @@ def log_corr(x, y):
     "Pearson correlation of log10(x) with y."
     return float(np.corrcoef(np.log10(np.asarray(x, float)), np.asarray(y, float))[0, 1])
 
-# %% ../nbs/12_scaling.ipynb #161ece77
+# %% ../nbs/12_scaling.ipynb #6a087ad3
 def predict(rows, target, shapes=None):
     "The frontier's law extrapolated to `target` FLOPs: predicted loss, the shape to train, and the fits."
     front = frontier(rows)
@@ -104,7 +104,7 @@ def predict(rows, target, shapes=None):
     return dict(target=target, loss=float(power_law(target, a, b)), a=a, b=b, frontier=front,
                 optimal_gflops=want, gflops_fit=[ga, gb], config=shape, config_gflops=g[shape])
 
-# %% ../nbs/12_scaling.ipynb #1bccaa72
+# %% ../nbs/12_scaling.ipynb #20bf702e
 class FixedVariance:
     "A learned-variance DiT used with a fixed variance: only its noise prediction reaches the sampler."
     def __init__(self, model): self.model, self.num_classes, self.C = model, model.num_classes, model.in_channels
@@ -125,7 +125,7 @@ def ddpm_quality(model, variance='learned', steps=50, cfg_scale=4.0, n_per_class
     z = torch.randn(len(y), model.in_channels, model.input_size, model.input_size, generator=torch.Generator().manual_seed(seed))
     return score(Sampler(d, 'ddpm', steps).sample(fn, z.shape, z, model_kwargs=dict(y=y)).clamp(-1, 1), y)
 
-# %% ../nbs/12_scaling.ipynb #c53b6abd
+# %% ../nbs/12_scaling.ipynb #343f62d2
 @torch.no_grad()
 def variance_weight(model, x0, y, ts, seed=0):
     "Mean interpolation weight v in [0, 1] of the model's log-variance at each timestep in `ts`."
