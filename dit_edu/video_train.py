@@ -202,11 +202,10 @@ def is_video_checkpoint(path):
     "Whether `path` holds a video model (its stored config says so)."
     return path is not None and is_video_config(read_state_dict(path)[1])
 
-def sample_video(a):
-    "dit-sample for a video model (parsed arguments `a` of `dit_edu.sample`): the output path or the scores."
+def sample_video(a, model):
+    "dit-sample for a video `model` (loaded and checked by `dit_edu.sample`, flags `a`): the output path or the scores."
     from dit_edu.sample import _fast_args, _steps
-    device = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    model = load_video(a.ckpt or SHIPPED_VIDEO, device)
+    device = next(model.parameters()).device
     precision, compile = _fast_args(a, device)
     fast = dict(precision=precision, compile=compile)
     if a.eval:
