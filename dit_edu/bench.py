@@ -17,7 +17,7 @@ from torch import nn
 from .model import DiT_models, model_gflops
 from .diffusion import create_diffusion
 from .fast import make_loss, set_memory_switches, make_optimizer, GuidedSampler, choose_attention
-from .cli import Parser, ranged, UserError, run_cli
+from .cli import Parser, ranged, UserError, run_cli, seed_type, device_type, writable, IMAGE_SIZE_MAX
 from .training import make_ema
 from .train import make_train_step
 
@@ -266,7 +266,8 @@ def bench_sample(mode, name="DiT-XL/2", images=64, sample_steps=250, input_size=
 # %% ../nbs/25_bench.ipynb #f2c2ad85
 def add_mfu(row, tflops):
     "Add 'mfu' (fraction of the measured matmul rate) to a result row."
-    row["mfu"] = row["images_per_s"] * row["flops_per_image"] / (tflops * 1e12)
+    # None: no peak that means something here (a CPU's bf16 rate is not what its fp32 runs could reach)
+    row["mfu"] = row["images_per_s"] * row["flops_per_image"] / (tflops * 1e12) if tflops else None
     return row
 
 def format_table(rows):
@@ -276,12 +277,13 @@ def format_table(rows):
     lines = [head, "-" * len(head)]
     for r in rows:
         peak = "-" if r.get("peak_gib") is None else f"{r['peak_gib']:.1f}"
+        mfu = "-" if r.get("mfu") is None else f"{100 * r['mfu']:.1f}%"
         notes = f"{r['precision']}, attn {r['attention']}, compile {r['compile']}"
         if r["task"] == "sample": notes += f", {r['sample_steps']} steps (timed {r['timed_steps']})"
         if r.get("bf16_vs_fp32_rel_l2") is not None:
             notes += f", bf16 vs fp32 rel L2 {r['bf16_vs_fp32_rel_l2']:.2e}"
         lines.append(f"{r['task']:<7}{r['mode']:<10}{r['model']:<11}{r['batch']:>6}{r['images_per_s']:>10.2f}"
-                     f"{r['step_ms']:>10.1f}{100 * r['mfu']:>6.1f}%{peak:>10}  {notes}")
+                     f"{r['step_ms']:>10.1f}{mfu:>7}{peak:>10}  {notes}")
     return "\n".join(lines)
 
 # %% ../nbs/25_bench.ipynb #7d3ddc91
@@ -298,7 +300,7 @@ def parse_args(argv=None):
     ap = Parser(prog="dit-bench", description="Time DiT training and guided sampling, reference vs fast.")
     count, whole = ranged(int, 1), ranged(int, 0)
     ap.add_argument("--model", default="DiT-XL/2", choices=list(DiT_models))
-    ap.add_argument("--image-size", type=ranged(int, 8), default=256,
+    ap.add_argument("--image-size", type=ranged(int, 8, IMAGE_SIZE_MAX), default=256,
                     help="image size; latents are image-size/8")
     ap.add_argument("--num-classes", type=count, default=1000)
     ap.add_argument("--batch-size", type=count, default=128,
@@ -319,14 +321,14 @@ def parse_args(argv=None):
                     help="samples also drawn in fp32 to measure the bf16 difference")
     ap.add_argument("--micro", type=count, default=1,
                     help="reference mode: micro-batches per step (same update)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", type=device_type, default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                     help="auto: on for CUDA, off on a CPU")
-    ap.add_argument("--compile-mode", default=None,
+    ap.add_argument("--compile-mode", default=None, choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                     help="torch.compile mode for the fast path, e.g. max-autotune-no-cudagraphs")
-    ap.add_argument("--sample-compile-mode", default=None,
+    ap.add_argument("--sample-compile-mode", default=None, choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                     help="torch.compile mode for the sampler, e.g. reduce-overhead")
-    ap.add_argument("--attention", default="auto",
+    ap.add_argument("--attention", default="auto", choices=["auto", "default", "flash", "cudnn", "efficient", "math"],
                     help="SDPA backend for the fast path: auto, default, flash, cudnn, efficient")
     ap.add_argument("--checkpointing", type=ranged(int, -1), nargs="?", const=-1, default=None, metavar="K",
                     help="fast mode: activation checkpointing of every block, or of the first K")
@@ -338,10 +340,10 @@ def parse_args(argv=None):
                     help="fast sampling from a bf16 copy of the weights")
     ap.add_argument("--memory-budget", type=ranged(float, 0, 1, lo_open=True), default=None,
                     help="torch.compile activation memory budget in (0, 1] (fast mode)")
-    ap.add_argument("--profile", default=None,
+    ap.add_argument("--profile", type=writable("file"), default=None,
                     help="fast training: profile 2 more steps, write the top kernels to this file")
-    ap.add_argument("--seed", type=whole, default=0)
-    ap.add_argument("--json", default="bench.json", help="where to write the results")
+    ap.add_argument("--seed", type=seed_type, default=0)
+    ap.add_argument("--json", type=writable("file"), default="bench.json", help="where to write the results")
     return ap.parse_args(argv)
 
 def inductor_options(text):
@@ -375,7 +377,9 @@ def bench(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True   # as in the reference
     lat, compile = a.image_size // 8, dict(auto=None, on=True, off=False)[a.compile]
     a.sample_steps = a.sample_steps or (250 if torch.device(a.device).type == "cuda" else 25)
-    report = dict(environment(a.device), args=vars(a), matmul_bf16_tflops=matmul_tflops(a.device), results=[])
+    cuda = torch.device(a.device).type == "cuda"      # a CPU: no bf16 peak to hold its fp32 runs against, no MFU
+    report = dict(environment(a.device), args=vars(a), matmul_bf16_tflops=matmul_tflops(a.device) if cuda else None,
+                  results=[])
     common = dict(name=a.model, input_size=lat, num_classes=a.num_classes, device=a.device, seed=a.seed)
     for task in tasks:
         for mode in modes:
@@ -396,7 +400,7 @@ def bench(argv=None):
             # after every part: a crash keeps the rest
             with open(a.json, "w") as f: json.dump(report, f, indent=1)
     print(f"{report['device']}, torch {report['torch']}, {report['date']}; "
-          f"bf16 matmul {report['matmul_bf16_tflops']:.3g} TFLOP/s")
+          + (f"bf16 matmul {report['matmul_bf16_tflops']:.3g} TFLOP/s" if cuda else "no MFU on a CPU (no meaningful peak)"))
     print(format_table(report["results"]))
     return report
 

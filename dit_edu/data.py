@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['FASHION_DIR', 'FASHION_FILES', 'FASHION_CLASSES', 'VAE_SCALE', 'VAE_HUB', 'SHIPPED_VAE', 'read_idx',
            'find_fashion_mnist', 'FashionMNIST', 'center_crop_arr', 'imagefolder_dataset', 'load_vae', 'vae_factor',
-           'encode_latents', 'decode_latents', 'tiny_vae_config', 'extract_latents', 'LatentDataset', 'detect_dataset',
-           'make_dataset', 'extract', 'extract_main', 'bounce_path', 'MovingFashionMNIST']
+           'encode_latents', 'decode_latents', 'tiny_vae_config', 'extract_latents', 'check_meta', 'LatentDataset',
+           'detect_dataset', 'make_dataset', 'extract', 'extract_main', 'bounce_path', 'MovingFashionMNIST']
 
 # %% ../nbs/20_data.ipynb #9f00da03
 import gzip, json, os, struct, sys
@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 import dit_edu
 
-from .cli import Parser, ranged, UserError, user_errors, run_cli
+from .cli import Parser, ranged, UserError, user_errors, run_cli, seed_type, device_type, writable, IMAGE_SIZE_MAX
 
 # %% ../nbs/20_data.ipynb #299f00d0
 def read_idx(path):
@@ -139,8 +139,18 @@ def load_vae(name='ema', device='cpu'):
     except ImportError as e:
         raise ImportError("latent diffusion needs diffusers: pip install diffusers") from e
     src = SHIPPED_VAE if name == 'fmnist' else VAE_HUB.get(name, name)
-    try: vae = AutoencoderKL.from_pretrained(src, low_cpu_mem_usage=False)   # no 'install accelerate' warning
-    except Exception as e: raise OSError(f"could not load the VAE {name!r} (from {src}): {e}") from e
+    hub = not Path(src).is_dir()
+    if hub and (str(src).count('/') != 1 or str(src).startswith(('.', '/', '~'))):   # a typo or a missing folder
+        raise FileNotFoundError(f"--vae {name}: not a local AutoencoderKL folder, nor 'ema', 'mse', 'fmnist' "
+                                "or a hub id (owner/name)")
+    def load(**kw): return AutoencoderKL.from_pretrained(src, low_cpu_mem_usage=False, **kw)  # no accelerate warning
+    try: vae = load(local_files_only=True) if hub else load()     # the local cache first: no network needed
+    except Exception as e:
+        if not hub or os.environ.get('HF_HUB_OFFLINE', '0') not in ('', '0'):   # offline: say so at once
+            raise OSError(f"could not load the VAE {name!r} (from {src}): {str(e).splitlines()[0][:200]}; "
+                          "it is not in the local cache and HF_HUB_OFFLINE is set: give a local folder") from None
+        try: vae = load()
+        except Exception as e: raise OSError(f"could not load the VAE {name!r} (from {src}): {e}") from e
     return vae.to(device).eval().requires_grad_(False)
 
 def vae_factor(config):
@@ -197,6 +207,15 @@ def extract_latents(dataset, vae, out_dir, batch_size=32, num_workers=0, device=
     return meta
 
 # %% ../nbs/20_data.ipynb #a5534b92
+def check_meta(m, root):
+    "A latents folder's meta.json, read as input: a dict with n >= 1, shape [c, h, w] and num_classes, all integers."
+    whole = lambda v, hi: type(v) is int and 1 <= v <= hi
+    ok = isinstance(m, dict) and whole(m.get('n'), 10**9) and whole(m.get('num_classes'), 100_000) \
+        and isinstance(m.get('shape'), list) and len(m['shape']) == 3 and all(whole(s, 1024) for s in m['shape'])
+    if not ok: raise ValueError(f"{root}/meta.json is not what dit-extract writes (a dict with integers n, num_classes "
+                                "and shape [c, h, w]); run dit-extract again")
+    return m
+
 class LatentDataset(Dataset):
     "Latents written by `extract_latents`: items are ((2, c, h, w) float32 [plain, mirrored], label)."
     def __init__(self, root):
@@ -206,13 +225,17 @@ class LatentDataset(Dataset):
             raise FileNotFoundError(f"--data-path {root} holds no complete latents (no meta.json"
                                     f"{': an extraction was cut off' if cut else ''}); run dit-extract "
                                     f"{'again' if cut else 'first'}")
-        self.meta = m = json.loads((root/'meta.json').read_text())
+        self.meta = m = check_meta(json.loads((root/'meta.json').read_text()), root)
         self.latents = np.load(root/'latents.npy', mmap_mode='r')
         self.labels = np.load(root/'labels.npy', mmap_mode='r')
         if self.latents.shape != (m['n'], 2, *m['shape']) or self.labels.shape != (m['n'],):
             raise ValueError(f"{root}: meta.json says {m['n']} latents of shape {m['shape']} (x2 mirrored), but "
                              f"latents.npy holds {self.latents.shape} and labels.npy {self.labels.shape}; "
                              "run dit-extract again")
+        if self.labels.dtype.kind not in 'iu' or len(self.labels) and not 0 <= self.labels.min() <= \
+                self.labels.max() < m['num_classes']:
+            raise ValueError(f"{root}: labels.npy must hold integers in [0, {m['num_classes']}) (meta.json's "
+                             "num_classes); run dit-extract again")
         self.classes = list(range(self.meta['num_classes']))
     def __len__(self): return len(self.labels)
     def __getitem__(self, i): return torch.from_numpy(self.latents[i].astype(np.float32)), int(self.labels[i])
@@ -246,13 +269,13 @@ def extract(argv=None):
     a = p.add_argument
     a('--data-path', required=True,
       help=f"ImageFolder root (a subfolder per class) or a folder of Fashion-MNIST IDX files ({FASHION_DIR})")
-    a('--features-path', '--out', dest='out', required=True, help="out: latents.npy, labels.npy, meta.json")
-    a('--image-size', type=ranged(int, 8), default=None, help="image side (256; Fashion-MNIST: 32, padded)")
+    a('--features-path', '--out', dest='out', type=writable('folder'), required=True, help="out: latents.npy, labels.npy, meta.json")
+    a('--image-size', type=ranged(int, 8, IMAGE_SIZE_MAX), default=None, help="image side (256; Fashion-MNIST: 32, padded)")
     a('--vae', default=None, help="'ema', 'mse' (SD's), 'fmnist' (ours) or a local folder; default by data")
     a('--batch-size', type=ranged(int, 1), default=32)
     a('--num-workers', type=ranged(int, 0), default=4)
-    a('--seed', type=ranged(int, 0), default=0)
-    a('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    a('--seed', type=seed_type, default=0)
+    a('--device', type=device_type, default='cuda' if torch.cuda.is_available() else 'cpu')
     a('--mean', action='store_true', help="store the posterior mean instead of a sample")
     a('--limit', type=ranged(int, 1), default=None, help="encode only the first N images (a quick run)")
     a = p.parse_args(argv)

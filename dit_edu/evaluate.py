@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cli import Parser, UserError, ranged, user_errors, run_cli
+from .cli import Parser, UserError, ranged, user_errors, run_cli, device_type, writable
 
 # %% ../nbs/27_eval.ipynb #be1ba866
 # the [eval] extra: it ships the TF-FID Inception as TorchScript
@@ -50,7 +50,9 @@ def load_inception(network=None, device='cpu'):
     path = inception_path(network)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)       # torch.jit.load is deprecated, not gone
-        net = torch.jit.load(str(path), map_location=device).eval()
+        try: net = torch.jit.load(str(path), map_location=device).eval()
+        except RuntimeError as e:                           # not TorchScript: a one-line message, not torch's page
+            raise ValueError(f"{path}: not a TorchScript network ({str(e).strip().splitlines()[0][:200]})") from None
     return net, file_sha1(path)
 
 # %% ../nbs/27_eval.ipynb #605aed23
@@ -166,14 +168,21 @@ def load_input(path):
     if path.is_dir(): return dict(images=load_folder(path))
     if not path.is_file(): raise FileNotFoundError(f"no file or folder at {path}")
     if path.suffix != '.npz': raise ValueError(f"{path}: give an .npz or a folder of images")
-    with np.load(path) as z:                                          # no pickles: allow_pickle stays False
-        out = {k: z[k] for k in ('arr_0', 'mu', 'sigma', 'network_sha1', 'resize') if k in z.files}
+    try:
+        with np.load(path) as z:                                      # no pickles: allow_pickle stays False
+            out = {k: z[k] for k in ('arr_0', 'mu', 'sigma', 'network_sha1', 'resize') if k in z.files}
+    except Exception as e:                                            # empty, truncated, not a zip: one line
+        raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {str(e)[:200] or 'empty file'})") from None
     if 'arr_0' in out: out['images'] = out.pop('arr_0')
     if 'images' not in out and not ('mu' in out and 'sigma' in out):
         raise ValueError(f"{path} holds neither images (arr_0) nor statistics (mu, sigma)")
     if 'mu' in out and (out['mu'].ndim != 1 or out['sigma'].shape != out['mu'].shape * 2):
         raise ValueError(f"{path}: mu must be (D,) and sigma (D, D), "
                          f"got {out['mu'].shape} and {out['sigma'].shape}")
+    for k in ('mu', 'sigma'):                                         # before Inception runs, not after
+        if k in out and (out[k].dtype.kind != 'f' or not np.isfinite(out[k]).all()):
+            raise ValueError(f"{path}: {k} must hold finite floating-point numbers, got {out[k].dtype}"
+                             f"{' with NaN or inf' if out[k].dtype.kind == 'f' else ''}")
     x = out.get('images')
     if x is not None and (x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3)):
         raise ValueError(f"{path}: arr_0 must be uint8 (N, H, W, C) with C 1 or 3, got {x.dtype} {x.shape}")
@@ -194,9 +203,9 @@ def eval_parser():
                    help="a TorchScript feature network (default: the [eval] extra's)")
     p.add_argument('--batch-size', type=ranged(int, 1), default=50)
     p.add_argument('--k', type=ranged(int, 1), default=3, help="precision/recall neighbourhood (ADM: 3)")
-    p.add_argument('--device', default=None, help="default: cuda when present")
-    p.add_argument('--out', default=None, help="also write the JSON here")
-    p.add_argument('--save-stats', default=None, metavar='NPZ',
+    p.add_argument('--device', type=device_type, default=None, help="default: cuda when present")
+    p.add_argument('--out', type=writable('file'), default=None, help="also write the JSON here")
+    p.add_argument('--save-stats', type=writable('file'), default=None, metavar='NPZ',
                    help="write REF's mu and sigma here, reusable as REF")
     return p
 

@@ -22,14 +22,15 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .model import DiT, DiT_models, load_tensors
 from .training import make_ema, update_ema
 from .diffusion import create_diffusion
-from .cli import UserError, Parser, ranged, user_errors, run_cli
+from .cli import UserError, Parser, ranged, user_errors, run_cli, check_file_config, check_weights
+from .cli import seed_type, device_type, writable, IMAGE_SIZE_MAX
 from .data import make_dataset, detect_dataset, load_vae, vae_factor, encode_latents
 from .video import VideoDiT_models
 
 # %% ../nbs/22_train.ipynb #3ac8a4be
 def step_randomness(seed, step, shape, num_timesteps, rank=0, world=1, device='cpu'):
     "Timesteps, noise, two uniforms (label drop, flip) of the global batch `shape` at `step`: this rank's."
-    g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+    g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) % 2**64)   # any 63-bit --global-seed
     t = torch.randint(0, num_timesteps, shape[:1], generator=g, device=device)
     noise = torch.randn(shape, generator=g, device=device)
     u = torch.rand(shape[0], 2, generator=g, device=device)
@@ -123,6 +124,11 @@ def read_checkpoint(path):
                          "for weights only use dit_edu.model.load_checkpoint")
     # stored as JSON text (older runs: a dict)
     if isinstance(ckpt['args'], str): ckpt['args'] = json.loads(ckpt['args'])
+    step = ckpt['step']
+    if type(step) is not int or step < 0: raise ValueError(f"{path}: its step {step!r} is not an integer >= 0")
+    if not isinstance(ckpt['args'], dict): raise ValueError(f"{path}: its args are a {type(ckpt['args']).__name__}, not a dict")
+    check_file_config(ckpt['config'], path)
+    for k in ('model', 'ema'): check_weights(ckpt[k], f"{path} ({k!r})")
     return ckpt
 
 # %% ../nbs/22_train.ipynb #90b9da7e
@@ -158,15 +164,15 @@ def get_parser():
       help="Fashion-MNIST files, an ImageFolder (ImageNet layout) or dit-extract latents")
     a('--dataset', default=None, choices=['fashion-mnist', 'imagefolder', 'latents', 'moving-fmnist'],
       help="default: guessed from --data-path; moving-fmnist: clips for the video DiT (31_video_train)")
-    a('--results-dir', default='results')
+    a('--results-dir', type=writable('folder'), default='results')
     a('--model', default=None, choices=list(DiT_models) + list(VideoDiT_models))
-    a('--image-size', type=count, default=None)
+    a('--image-size', type=ranged(int, 1, IMAGE_SIZE_MAX), default=None)
     a('--num-classes', type=count, default=None)
     a('--epochs', type=count, default=None)
     a('--max-steps', type=count, default=None,
       help="stop after this many optimizer steps (whichever comes first with --epochs)")
     a('--global-batch-size', type=count, default=None)
-    a('--global-seed', type=whole, default=0)
+    a('--global-seed', type=seed_type, default=0)
     a('--vae', default=None, help="'ema', 'mse' or a local AutoencoderKL folder (ImageFolder data only)")
     a('--num-workers', type=whole, default=None)
     a('--log-every', type=count, default=None)
@@ -198,7 +204,7 @@ def get_parser():
       help="a checkpoint file, or a run folder (its latest checkpoint); the run keeps its checkpoint's "
       "flags except " + ', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDES)
       + ", which may be given again")
-    a('--device', default=None, help="default: cuda if available, else cpu")
+    a('--device', type=device_type, default=None, help="default: cuda if available, else cpu")
     a('--cfg-scale', type=ranged(float, 0), default=4.0, help="guidance scale of the sample grids")
     a('--no-progress', action='store_true', help="no tqdm bar")
     return p
@@ -212,6 +218,8 @@ def resolve_args(args):
     defaults = TINY_DEFAULTS if args.dataset == 'fashion-mnist' else PAPER_DEFAULTS
     # 31_video_train
     if args.dataset == 'moving-fmnist': from dit_edu.video_train import VIDEO_DEFAULTS as defaults
+    elif args.model in VideoDiT_models:
+        raise UserError(f"--model {args.model}: a video model; it trains on clips (--dataset moving-fmnist)")
     elif any(getattr(args, k, None) is not None for k in VIDEO_FLAGS):
         flags = ', '.join('--' + k.replace('_', '-') for k in VIDEO_FLAGS)
         raise UserError(f"{flags} are for --dataset moving-fmnist")
@@ -225,12 +233,19 @@ def resolve_args(args):
         raise UserError(f"--image-size {args.image_size}: must be a multiple of {p if pixels else 8 * p} for "
                         f"{args.model} "
                         f"(patch size {p}{'' if pixels else ' on latents 8 times smaller'})")
+    if args.dataset == 'moving-fmnist':                        # read and checked now, before any run folder
+        from dit_edu.video_train import image_init
+        with user_errors('--init-from'): image_init(args.init_from)
     return args
 
 # %% ../nbs/22_train.ipynb #97aaf095
 def setup_distributed(device=None):
     "(rank, world, device): torchrun's environment if present (NCCL on GPUs, gloo on CPUs), else one process."
     world = int(os.environ.get('WORLD_SIZE', 1))
+    missing = [k for k in ('RANK', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
+    if world > 1 and not dist.is_initialized() and missing:
+        raise UserError(f"WORLD_SIZE={world} is set but not {', '.join(missing)}: a stale variable, not torchrun; "
+                        "unset WORLD_SIZE, or start the command with torchrun")
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if world > 1 and not dist.is_initialized():
         local = int(os.environ.get('LOCAL_RANK', 0))

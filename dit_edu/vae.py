@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import Parser, ranged, UserError, user_errors, run_cli
+from .cli import Parser, ranged, UserError, user_errors, run_cli, seed_type, device_type, writable, IMAGE_SIZE_MAX
 from .data import FashionMNIST, vae_factor
 
 # %% ../nbs/11_latent.ipynb #e26bbc9a
@@ -60,9 +60,9 @@ def vae_parser():
     "dit-train-vae's flags; every number states its range."
     p = Parser(prog='dit-train-vae', description="Train a small AutoencoderKL on Fashion-MNIST.")
     a = p.add_argument
-    a('--out', required=True, help="output folder (config.json + diffusion_pytorch_model.safetensors)")
+    a('--out', type=writable('folder'), required=True, help="output folder (config.json + diffusion_pytorch_model.safetensors)")
     a('--data-path', default=None, help="Fashion-MNIST files (default: Debian's dataset-fashion-mnist)")
-    a('--image-size', type=ranged(int, 28), default=32, help="images padded to this side (even, >= 28)")
+    a('--image-size', type=ranged(int, 28, IMAGE_SIZE_MAX), default=32, help="images padded to this side (even, >= 28)")
     a('--latent-channels', type=ranged(int, 1), default=4)
     a('--channels', type=ranged(int, 8), nargs='+', default=[16, 32, 32],
       help="block widths, multiples of 8; each block after the first halves the side")
@@ -72,8 +72,8 @@ def vae_parser():
     a('--kl-weight', type=ranged(float, 0), default=1e-3, help="weight of the KL term (per latent element)")
     a('--scale-images', type=ranged(int, 1), default=5000, help="training images that measure the scale")
     a('--test-images', type=ranged(int, 1), default=10_000, help="test images that measure the error")
-    a('--seed', type=ranged(int, 0), default=0)
-    a('--device', default=None)
+    a('--seed', type=seed_type, default=0)
+    a('--device', type=device_type, default=None)
     a('--no-progress', action='store_true', help="no tqdm bar")
     return p
 

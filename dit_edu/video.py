@@ -215,13 +215,12 @@ def build_video(config):
 # %% ../nbs/30_video.ipynb #a3fd4379
 def load_video(path, device='cpu'):
     "A video model in eval mode from a .safetensors or a dit-train checkpoint of one."
-    sd, config = read_state_dict(path)
-    if not is_video_config(config):
+    from dit_edu.sample import load_model      # one loader, its checks of config and weights for images and clips
+    model = load_model(path, device)
+    if not hasattr(model, 'num_frames'):
         raise ValueError(f"{path} holds no video model config "
-                         "(an image DiT? use dit_edu.model.load_checkpoint)")
-    model = build_video(config)
-    model.load_state_dict(sd)
-    return model.to(device).eval()
+                         "(an image DiT? use dit_edu.sample.load_model)")
+    return model
 
 # %% ../nbs/30_video.ipynb #8f24fd24
 def clips_to_uint8(x):
