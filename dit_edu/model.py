@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .patchify import PatchEmbed, unpatchify, get_2d_sincos_pos_embed
 from .embeddings import TimestepEmbedder, LabelEmbedder
 from .blocks import BLOCKS, FINAL_LAYERS
-from .cli import Parser, ranged, UserError, run_cli
+from .cli import Parser, ranged, UserError, run_cli, IMAGE_SIZE_MAX
 
 # %% ../nbs/05_model.ipynb #c0f1a2b4
 def check_config(input_size, patch_size, in_channels, hidden_size, depth, num_heads, mlp_ratio,
@@ -318,7 +318,7 @@ def info(argv=None):
     """dit-info: parameters and Gflops of the paper's DiT configs and our tiny presets."""
     ap = Parser(prog='dit-info', description=info.__doc__)
     ap.add_argument('--model', choices=list(DiT_models), help='show one model in detail')
-    ap.add_argument('--image-size', type=ranged(int, 8), default=256,
+    ap.add_argument('--image-size', type=ranged(int, 8, IMAGE_SIZE_MAX), default=256,
                     help='image size; latents are image-size/8 (the SD VAE)')
     a = ap.parse_args(argv)
     p = DiT_configs[a.model].patch_size if a.model else max(DiT_configs[n].patch_size for n in PAPER_MODELS)

@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from .model import DiT, DiT_configs, count_params, model_gflops
 from .blocks import BLOCKS
-from .cli import UserError, Parser, ranged, user_errors, run_cli
+from .cli import UserError, Parser, ranged, user_errors, run_cli, writable, device_type, seed_type
 from .train import Trainer, get_parser as train_parser, resolve_args, read_checkpoint, latest_checkpoint
 from .sampling import SAMPLERS
 
@@ -368,17 +368,18 @@ def sweep_parser():
     p = Parser(prog='dit-sweep', description="Train a list of DiTs for fixed compute budgets and measure them.")
     a = p.add_argument
     a('spec', nargs='?', help="a .json or .toml spec (see 28_sweep); flags below replace its fields")
-    a('--out', default='sweep', help="the sweep folder: created, or an earlier sweep's folder to resume")
+    a('--out', default='sweep', type=writable('folder'),
+      help="the sweep folder: created, or an earlier sweep's folder to resume")
     a('--configs', nargs='+', help="registry names (DiT-Nano/4) or WIDTHxDEPTH/PATCH (96x4/4)")
     a('--budgets', nargs='+', type=ranged(float, 1), help="training FLOPs (3 x Gflops x batch x steps)")
     a('--steps', nargs='+', type=ranged(int, 1, 10**7), help="also measure every config at these steps")
-    a('--seeds', nargs='+', type=ranged(int, 0, 2**63 - 1))
+    a('--seeds', nargs='+', type=seed_type)
     a('--samplers', nargs='+', choices=SAMPLERS)
     a('--sampling-steps', nargs='+', type=ranged(int, 1, 1000))
     a('--cfg-scales', nargs='+', type=ranged(float, 0, 100))
     a('--samples-per-class', type=ranged(int, 0, 10**4), help="0: held-out loss only")
     a('--data-path', default=None, help="dit-train's --data-path (default: Fashion-MNIST)")
-    a('--device', default=None, help="default: cuda if available, else cpu")
+    a('--device', default=None, type=device_type, help="default: cuda if available, else cpu")
     a('--plan', action='store_true', help="print the runs, their sizes and steps, then stop")
     a('--no-progress', action='store_true')
     return p
