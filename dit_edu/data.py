@@ -146,9 +146,11 @@ def load_vae(name='ema', device='cpu'):
     def load(**kw): return AutoencoderKL.from_pretrained(src, low_cpu_mem_usage=False, **kw)  # no accelerate warning
     try: vae = load(local_files_only=True) if hub else load()     # the local cache first: no network needed
     except Exception as e:
-        if not hub or os.environ.get('HF_HUB_OFFLINE', '0') not in ('', '0'):   # offline: say so at once
-            raise OSError(f"could not load the VAE {name!r} (from {src}): {str(e).splitlines()[0][:200]}; "
-                          "it is not in the local cache and HF_HUB_OFFLINE is set: give a local folder") from None
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        if not hub: raise OSError(f"could not load the VAE {name!r} from the folder {src}: {first}") from None
+        if os.environ.get('HF_HUB_OFFLINE', '0') not in ('', '0'):                  # offline: say so at once
+            raise OSError(f"could not load the VAE {name!r} ({src}): not in the local cache and HF_HUB_OFFLINE "
+                          "is set; give a local folder") from None
         try: vae = load()
         except Exception as e: raise OSError(f"could not load the VAE {name!r} (from {src}): {e}") from e
     return vae.to(device).eval().requires_grad_(False)
