@@ -22,8 +22,8 @@ def test_dit_bench_cpu_smoke(tmp_path):
     assert len(tr_ref['losses']) == len(tr_fast['losses']) == 4          # 2 warm-up + 2 timed steps
     for a, b in zip(tr_ref['losses'], tr_fast['losses']):               # same data, t, noise, weights: bf16 tracks fp32
         assert abs(a - b) / a < 2e-2
-    for r in saved['results']:
-        assert r['images_per_s'] > 0 and r['mfu'] is None                 # a CPU: no meaningful peak, no MFU
+    for row in saved['results']:
+        assert row['images_per_s'] > 0 and row['mfu'] is None             # a CPU: no meaningful peak, no MFU
     assert saved['results'][3]['bf16_vs_fp32_rel_l2'] < 5e-2
     assert saved['matmul_bf16_tflops'] is None and 'no MFU on a CPU' in r.stdout
 

@@ -55,6 +55,7 @@ def test_resume_equals_uninterrupted(run6, tmp_path):
     """Resuming from step 3 reaches the same weights at step 6, bit for bit."""
     (tmp_path / 'run' / 'checkpoints').mkdir(parents=True)
     shutil.copy(run6 / 'checkpoints' / '0000003.pt', tmp_path / 'run' / 'checkpoints')
+    shutil.copy(run6 / 'args.json', tmp_path / 'run')              # a run folder, as dit-train makes it
     train(['--resume', str(tmp_path / 'run'), '--max-steps', '6', '--sample-every', '0'])
     a, b = read_checkpoint(run6 / 'checkpoints' / '0000006.pt'), read_checkpoint(tmp_path / 'run' / 'checkpoints' / '0000006.pt')
     assert _same(a['model'], b['model']) and _same(a['ema'], b['ema'])
@@ -133,7 +134,9 @@ def test_init_lr_scale_trains_the_image_weights_slower_and_resumes(tmp_path):
     assert not torch.equal(t.model_raw.blocks[0].attn.qkv.weight.detach().cpu(), image)   # trained, not frozen
     run = tmp_path / 'b' / 'run' / 'checkpoints'
     run.mkdir(parents=True)
-    shutil.copy(next((tmp_path / 'a').glob('*-VideoDiT-Nano-4')) / 'checkpoints' / '0000002.pt', run)
+    first = next((tmp_path / 'a').glob('*-VideoDiT-Nano-4'))
+    shutil.copy(first / 'checkpoints' / '0000002.pt', run)
+    shutil.copy(first / 'args.json', run.parent)                   # a run folder, as dit-train makes it
     train(['--resume', str(run.parent), '--max-steps', '4', '--sample-every', '0'])
     a, b = _ckpt(tmp_path / 'a', 4), read_checkpoint(run / '0000004.pt')
     assert _same(a['model'], b['model']) and _same(a['ema'], b['ema'])
