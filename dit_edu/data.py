@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['FASHION_DIR', 'FASHION_FILES', 'FASHION_CLASSES', 'VAE_SCALE', 'VAE_HUB', 'SHIPPED_VAE', 'read_idx',
-           'find_fashion_mnist', 'FashionMNIST', 'center_crop_arr', 'imagefolder_dataset', 'load_vae', 'vae_factor',
-           'encode_latents', 'decode_latents', 'tiny_vae_config', 'extract_latents', 'check_meta', 'LatentDataset',
-           'detect_dataset', 'make_dataset', 'extract', 'extract_main', 'bounce_path', 'MovingFashionMNIST']
+           'find_fashion_mnist', 'FashionMNIST', 'center_crop_arr', 'imagefolder_dataset', 'hub_unreachable',
+           'load_vae', 'vae_factor', 'encode_latents', 'decode_latents', 'tiny_vae_config', 'extract_latents',
+           'check_meta', 'LatentDataset', 'detect_dataset', 'make_dataset', 'extract', 'extract_main', 'bounce_path',
+           'MovingFashionMNIST']
 
 # %% ../nbs/20_data.ipynb #9f00da03
-import gzip, json, os, struct, sys
+import gzip, json, os, struct, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,16 @@ VAE_SCALE = 0.18215  # Stable Diffusion's latent scale factor (its VAE's config.
 VAE_HUB = {'ema': 'stabilityai/sd-vae-ft-ema', 'mse': 'stabilityai/sd-vae-ft-mse'}
 SHIPPED_VAE = Path(dit_edu.__file__).parent/'assets'/'fmnist_vae'   # 11_latent's Fashion-MNIST VAE
 
+def hub_unreachable(timeout=3.0):
+    "The hub's host name if a connection to it fails within `timeout` s (no network), else None (or a proxy is set)."
+    import socket
+    from urllib.parse import urlparse
+    if any(os.environ.get(k) for k in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy')): return None
+    host = urlparse(os.environ.get('HF_ENDPOINT') or 'https://huggingface.co').hostname or 'huggingface.co'
+    try: socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError: return host
+    return None
+
 def load_vae(name='ema', device='cpu'):
     "A frozen diffusers AutoencoderKL: 'ema' / 'mse' (SD's on the hub), 'fmnist' (shipped) or a local folder."
     try: from diffusers.models import AutoencoderKL
@@ -143,7 +154,10 @@ def load_vae(name='ema', device='cpu'):
     if hub and (str(src).count('/') != 1 or str(src).startswith(('.', '/', '~'))):   # a typo or a missing folder
         raise FileNotFoundError(f"--vae {name}: not a local AutoencoderKL folder, nor 'ema', 'mse', 'fmnist' "
                                 "or a hub id (owner/name)")
-    def load(**kw): return AutoencoderKL.from_pretrained(src, low_cpu_mem_usage=False, **kw)  # no accelerate warning
+    def load(**kw):
+        with warnings.catch_warnings():              # diffusers passes huggingface_hub an argument it deprecated
+            warnings.filterwarnings('ignore', message='.*local_dir_use_symlinks')
+            return AutoencoderKL.from_pretrained(src, low_cpu_mem_usage=False, **kw)  # no accelerate warning
     try: vae = load(local_files_only=True) if hub else load()     # the local cache first: no network needed
     except Exception as e:
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
@@ -151,6 +165,9 @@ def load_vae(name='ema', device='cpu'):
         if os.environ.get('HF_HUB_OFFLINE', '0') not in ('', '0'):                  # offline: say so at once
             raise OSError(f"could not load the VAE {name!r} ({src}): not in the local cache and HF_HUB_OFFLINE "
                           "is set; give a local folder") from None
+        host = hub_unreachable()
+        if host: raise OSError(f"could not load the VAE {name!r} ({src}): not in the local cache and {host} cannot "
+                               "be reached (no network?); give a local folder") from None
         try: vae = load()
         except Exception as e: raise OSError(f"could not load the VAE {name!r} (from {src}): {e}") from e
     return vae.to(device).eval().requires_grad_(False)

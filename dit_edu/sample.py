@@ -234,6 +234,8 @@ def _load(a, device):
     with user_errors('--ckpt'): args = run_args(a.ckpt)
     args = args if isinstance(args, dict) and 'dataset' in args else {}   # a reference checkpoint: no flags
     latent = args['dataset'] in ('latents', 'imagefolder') if args else model.in_channels == 4
+    if a.vae and not latent:
+        raise UserError(f"--vae: the model ({a.ckpt or 'shipped'}) works on pixels and uses no VAE; drop it")
     with user_errors('--vae'): vae = load_vae(a.vae or args.get('vae') or 'ema', device) if latent else None
     return model, vae
 

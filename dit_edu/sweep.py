@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['SIZE_LIMITS', 'SWEEP_DEFAULTS', 'SWEEP_OWNS', 'QUALITY_AT', 'WEIGHTS', 'SHARED_OK', 'parse_config', 'check_config',
-           'train_flops', 'steps_for', 'check_train', 'train_args', 'check_spec', 'read_spec', 'SweepTrainer',
-           'heldout_batch', 'heldout_loss', 'score', 'quality', 'eval_points', 'wants_quality', 'run_key', 'read_rows',
-           'append_row', 'model_name', 'done_at', 'Run', 'sweep_parser', 'spec_from_args', 'plan', 'print_plan',
-           'open_folder', 'gather', 'sweep', 'main']
+           'train_flops', 'steps_for', 'check_train', 'train_args', 'run_train', 'config_argv', 'check_spec',
+           'read_spec', 'SweepTrainer', 'heldout_batch', 'heldout_loss', 'score', 'quality', 'eval_points',
+           'wants_quality', 'run_key', 'read_rows', 'append_row', 'model_name', 'done_at', 'Run', 'sweep_parser',
+           'spec_from_args', 'plan', 'print_plan', 'open_folder', 'gather', 'sweep', 'main']
 
 # %% ../nbs/28_sweep.ipynb #8bbaeaef
 import argparse, csv, json, math, os, re, sys, time
@@ -26,10 +26,10 @@ from .sampling import SAMPLERS
 _SHAPE = re.compile(r'^(\d+)x(\d+)/(\d+)$')                           # WIDTHxDEPTH/PATCH
 
 def parse_config(c):
-    "A sweep config (a registry name, 'WxD/P', or a dict) -> dict(name, hidden_size, depth, num_heads, patch_size, block)."
+    "A sweep config (a registry name, 'WxD/P', or a dict) -> dict(name, hidden_size, depth, num_heads, patch_size, block, train)."
     if isinstance(c, str): c = dict(model=c)
     if not isinstance(c, dict): raise ValueError(f"a config is a name or a table, got {c!r}")
-    c, keys = dict(c), {'model', 'name', 'hidden_size', 'depth', 'num_heads', 'patch_size', 'block'}
+    c, keys = dict(c), {'model', 'name', 'hidden_size', 'depth', 'num_heads', 'patch_size', 'block', 'train'}
     if set(c) - keys: raise ValueError(f"config {c}: unknown keys {sorted(set(c) - keys)}; allowed: {sorted(keys)}")
     m = c.pop('model', None)
     if m in DiT_configs:
@@ -40,7 +40,7 @@ def parse_config(c):
         shape = dict(hidden_size=w, depth=depth, num_heads=max(1, w // 32), patch_size=p)
     elif m is not None: raise ValueError(f"unknown model {m!r}: a registry name (DiT-Nano/4) or WIDTHxDEPTH/PATCH (96x4/4)")
     else: shape = {}
-    cfg = dict(block='adaLN-Zero') | shape | c
+    cfg = dict(block='adaLN-Zero', train={}) | shape | c
     for k in ('hidden_size', 'depth', 'num_heads', 'patch_size'):
         if k not in cfg: raise ValueError(f"config {c}: no {k} (give a model name or all of the shape)")
     cfg.setdefault('name', m or f"{cfg['hidden_size']}x{cfg['depth']}/{cfg['patch_size']}")
@@ -113,6 +113,14 @@ def train_args(train, data_path=None, device=None):
         elif v is not None: argv += [flag, str(v)]
     return argv
 
+def run_train(spec, cfg):
+    "The dit-train settings of one config: the spec's shared `train`, with the config's own on top."
+    return spec['train'] | cfg.get('train', {})
+
+def config_argv(argv, cfg):
+    "dit-train's argv for one config: the shared `argv`, then the config's own flags (the last one given wins)."
+    return list(argv) + train_args(cfg.get('train', {}))
+
 # %% ../nbs/28_sweep.ipynb #29eb10ad
 def check_spec(spec):
     "The spec with defaults filled in, or a one-line ValueError naming the first bad field."
@@ -131,6 +139,9 @@ def check_spec(spec):
     s['configs'] = [check_config(parse_config(c)) for c in configs]
     names = [c['name'] for c in s['configs']]
     if len(set(names)) < len(names): raise ValueError(f"configs: two share a name ({names}); give each a 'name'")
+    for c in s['configs']:
+        try: check_train(c['train'])
+        except ValueError as e: raise ValueError(f"config {c['name']!r}: {e}") from None
     s['budgets'] = _numbers(s['budgets'], 'budgets (training FLOPs)', float, 1, 1e30) if s['budgets'] != [] else []
     s['steps'] = _numbers(s['steps'], 'steps', int, 1, 10**7) if s['steps'] != [] else []
     if not s['budgets'] and not s['steps']: raise ValueError("give budgets (training FLOPs) or steps, or both")
@@ -285,7 +296,7 @@ class Run:
         self.cfg, self.seed, self.spec, self.argv, self.gflops = cfg, seed, spec, argv, gflops
         self.dir = Path(out)/'runs'/run_key(cfg, seed)
         self.rows_file, self.vae = self.dir/'evals.jsonl', None
-        bs = spec['train']['global_batch_size']
+        bs = run_train(spec, cfg)['global_batch_size']
         self.budget_at = {steps_for(b, gflops, bs): b for b in spec['budgets']}     # {step: budget FLOPs}
         self.points = eval_points(list(self.budget_at), spec)
 
@@ -335,7 +346,7 @@ class Run:
         c, ev, bs = self.cfg, self.spec['eval'], tr.args.global_batch_size
         base = dict(config=c['name'], hidden_size=c['hidden_size'], depth=c['depth'], num_heads=c['num_heads'],
                     patch_size=c['patch_size'], block=c['block'], seed=self.seed, params=count_params(tr.model_raw),
-                    gflops=self.gflops, step=step, why=why, images=step * bs,
+                    gflops=self.gflops, lr=tr.args.lr, batch_size=bs, step=step, why=why, images=step * bs,
                     train_flops=train_flops(self.gflops, bs, step), budget=self.budget_at.get(step),
                     train_seconds=seconds)
         for weights, m in (('raw', tr.model_raw), ('ema', tr.ema)):
@@ -406,11 +417,13 @@ def plan(spec, argv):
     C, S, n_cls = probe.model.in_channels, probe.model.input_size, args.num_classes
     rows = []
     for c in spec['configs']:
-        with user_errors(f"config {c['name']!r}"), torch.device('meta'):
-            m = DiT(input_size=S, in_channels=C, num_classes=n_cls, hidden_size=c['hidden_size'], depth=c['depth'],
-                    num_heads=c['num_heads'], patch_size=c['patch_size'], block=c['block'])
+        with user_errors(f"config {c['name']!r}"):
+            bs = train_parser().parse_args(config_argv(argv, c)).global_batch_size or args.global_batch_size
+            with torch.device('meta'):
+                m = DiT(input_size=S, in_channels=C, num_classes=n_cls, hidden_size=c['hidden_size'], depth=c['depth'],
+                        num_heads=c['num_heads'], patch_size=c['patch_size'], block=c['block'])
         g = model_gflops(m)
-        rows.append((c, count_params(m), g, eval_points([steps_for(b, g, args.global_batch_size) for b in spec['budgets']], spec)))
+        rows.append((c, count_params(m), g, eval_points([steps_for(b, g, bs) for b in spec['budgets']], spec)))
     return rows, probe
 
 def print_plan(rows, spec):
@@ -420,8 +433,9 @@ def print_plan(rows, spec):
     total = 0
     for c, params, g, pts in rows:
         last = max(pts)
-        total += n * train_flops(g, spec['train']['global_batch_size'], last)
-        print(f"{c['name']:24} {params/1e6:8.3f}M {g:8.4f}  {[s for s, w in pts.items() if w != 'curve']}")
+        total += n * train_flops(g, run_train(spec, c)['global_batch_size'], last)
+        own = f"  {c['train']}" if c['train'] else ''
+        print(f"{c['name']:24} {params/1e6:8.3f}M {g:8.4f}  {[s for s, w in pts.items() if w != 'curve']}{own}")
     print(f"{len(rows)} configs x {n} seeds; {total:.3g} training FLOPs in all")
 
 # %% ../nbs/28_sweep.ipynb #403a5d21
@@ -435,12 +449,16 @@ def open_folder(out, spec):
     if out.is_dir() and any(out.iterdir()) and not old.is_file():
         raise UserError(f"--out {out} exists and is not a dit-sweep folder; give a new folder")
     if old.is_file():
-        try: before = json.loads(old.read_text())['train']
-        except (ValueError, KeyError, TypeError): raise UserError(f"--out {out}: its spec.json is unreadable") from None
+        try:
+            prev = json.loads(old.read_text())
+            before = {c['name']: run_train(prev, c) for c in prev['configs']}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UserError(f"--out {out}: its spec.json is unreadable") from None
         same = lambda d: {k: v for k, v in d.items() if k not in SHARED_OK}
-        if same(before) != same(spec['train']):
-            raise UserError(f"--out {out} holds a sweep trained with {same(before)}; this spec says "
-                            f"{same(spec['train'])}: give a new --out")
+        for c in spec['configs']:
+            if c['name'] in before and same(before[c['name']]) != same(run_train(spec, c)):
+                raise UserError(f"--out {out} holds {c['name']!r} trained with {same(before[c['name']])}; this spec "
+                                f"says {same(run_train(spec, c))}: give a new --out")
     with user_errors('--out'): out.mkdir(parents=True, exist_ok=True)
     lock = out/'.lock'
     try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -480,7 +498,7 @@ def sweep(argv=None):
     if a.plan: return []
     if probe.rank == 0: open_folder(a.out, spec)
     if probe.world > 1: dist.barrier()
-    runs = [Run(a.out, c, s, spec, targv, g) for c, _, g, _ in rows for s in spec['seeds']]
+    runs = [Run(a.out, c, s, spec, config_argv(targv, c), g) for c, _, g, _ in rows for s in spec['seeds']]
     try:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(runs), desc='dit-sweep', disable=a.no_progress or probe.rank > 0, dynamic_ncols=True)

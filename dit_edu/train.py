@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['CKPT_KEYS', 'TINY_DEFAULTS', 'PAPER_DEFAULTS', 'RESUME_OVERRIDES', 'VIDEO_FLAGS', 'RUN_KEYS', 'step_randomness',
-           'drop_labels', 'flip_batch', 'make_train_step', 'save_checkpoint', 'remove_partial_checkpoints',
-           'read_checkpoint', 'ResumableSampler', 'get_parser', 'resolve_args', 'setup_distributed', 'build_model',
-           'model_config', 'experiment_dir', 'latest_checkpoint', 'run_folder', 'lock_run', 'release_runs', 'save_grid',
-           'grid_labels', 'plot_losses', 'Trainer', 'tqdm_write', 'given_flags', 'resumed_args', 'train', 'main']
+           'drop_labels', 'flip_batch', 'make_train_step', 'write_atomic', 'save_checkpoint',
+           'remove_partial_checkpoints', 'read_checkpoint', 'ResumableSampler', 'get_parser', 'resolve_args',
+           'setup_distributed', 'build_model', 'model_config', 'experiment_dir', 'latest_checkpoint', 'run_folder',
+           'lock_run', 'release_runs', 'save_grid', 'grid_labels', 'plot_losses', 'Trainer', 'tqdm_write',
+           'given_flags', 'resumed_args', 'train', 'main']
 
 # %% ../nbs/22_train.ipynb #a92c176f
 import argparse, copy, errno, fcntl, json, os, random, shutil, sys, time, zipfile
@@ -77,14 +78,14 @@ def make_train_step(model, diffusion, opt, ema=None, ema_decay=0.9999, precision
     return step
 
 # %% ../nbs/22_train.ipynb #199f40db
-def save_checkpoint(path, state):
-    "torch.save `state` to `path` atomically (temporary file, fsync, rename); failing: a one-line OSError."
+def write_atomic(path, write, what='checkpoint'):
+    "Call write(f) on a temporary file, fsync it, rename it to `path`; failing: a one-line OSError, no file left."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
     try:
         with open(tmp, 'wb') as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
     except (OSError, RuntimeError) as e:  # torch words a failed write 'enforce fail at inline_container.cc'
@@ -92,14 +93,17 @@ def save_checkpoint(path, state):
         tmp.unlink(missing_ok=True)
         full = getattr(e, 'errno', None) == errno.ENOSPC or 'No space' in str(e) or free < 2**26
         why = f"the disk is full ({free / 2**20:.0f} MiB free)" if full else str(e).strip().splitlines()[0]
-        raise OSError(errno.ENOSPC if full else errno.EIO,
-                      f"could not write checkpoint {path}: {why}") from None
+        raise OSError(errno.ENOSPC if full else errno.EIO, f"could not write {what} {path}: {why}") from None
     os.replace(tmp, path)
     return path
 
+def save_checkpoint(path, state):
+    "torch.save `state` to `path` atomically (temporary file, fsync, rename); failing: a one-line OSError."
+    return write_atomic(path, lambda f: torch.save(state, f))
+
 def remove_partial_checkpoints(folder):
     "Delete the temporary files of checkpoint writes cut off (a crash, a full disk); returns their names."
-    parts = sorted(Path(folder).glob('.*.pt.tmp*'))
+    parts = sorted(Path(folder).glob('.*.tmp[0-9]*'))
     for p in parts: p.unlink(missing_ok=True)
     return [p.name for p in parts]
 
@@ -708,13 +712,13 @@ def fit(self: Trainer):
 def export(self: Trainer):
     "Write the EMA weights with their config as ema.safetensors (what dit-sample and the widgets load)."
     if self.rank: return
-    try: from safetensors.torch import save_file
+    try: from safetensors.torch import save
     except ImportError:
         self.log("safetensors is not installed: no ema.safetensors written")
         return
     sd = {k: v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()}
     meta = dict(config=json.dumps(self.config), step=str(self.step), args=json.dumps(vars(self.args)))
-    save_file(sd, str(self.exp_dir/'ema.safetensors'), metadata=meta)
+    write_atomic(self.exp_dir/'ema.safetensors', lambda f: f.write(save(sd, metadata=meta)), 'EMA weights')
     self.log(f"wrote EMA weights to {self.exp_dir/'ema.safetensors'}")
 
 # %% ../nbs/22_train.ipynb #b427915e

@@ -149,17 +149,19 @@ def test_run_folder_is_created_when_named(tmp_path):
     assert a != b and a.is_dir() and b.is_dir() and a.name == '000-DiT-Nano-8' and b.name == '001-DiT-Nano-8'
 
 
+class FullDisk:
+    "A file opened for writing on a full disk: every write fails with ENOSPC."
+    def __init__(self, *a, **k): self.f = open(*a, **k)
+    def write(self, b): raise OSError(28, 'No space left on device')
+    def __getattr__(self, k): return getattr(self.f, k)
+    def __enter__(self): return self
+    def __exit__(self, *a): self.f.close()
+
+
 def test_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
     "A checkpoint write that runs out of space: one line saying so, no temporary file left, exit 1 (not a user error)."
     import dit_edu.train as T
-
-    class Full:
-        def __init__(self, *a, **k): self.f = open(*a, **k)
-        def write(self, b): raise OSError(28, 'No space left on device')
-        def __getattr__(self, k): return getattr(self.f, k)
-        def __enter__(self): return self
-        def __exit__(self, *a): self.f.close()
-    monkeypatch.setattr(T, 'open', Full, raising=False)
+    monkeypatch.setattr(T, 'open', FullDisk, raising=False)
     target = tmp_path / 'checkpoints' / '0000001.pt'
     with pytest.raises(OSError) as e: save_checkpoint(target, {'w': torch.zeros(1000)})
     assert e.value.errno == 28 and 'disk is full' in str(e.value) and 'inline_container' not in str(e.value)
@@ -167,6 +169,20 @@ def test_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as ex: run_cli(lambda argv: save_checkpoint(target, {'w': torch.zeros(10)}), [], 'dit-train')
     err = capsys.readouterr().err.strip()
     assert ex.value.code == 1 and len(err.splitlines()) == 1 and 'disk is full' in err, err
+
+
+def test_full_disk_at_the_ema_export_is_one_line(tmp_path, monkeypatch, capsys):
+    "The last write of a run (ema.safetensors) on a full disk: one line, exit 1, no partial file, the checkpoints kept."
+    import dit_edu.train as T
+    pick = lambda path, *a, **k: (FullDisk if Path(path).name.startswith('.ema.safetensors.tmp') else open)(path, *a, **k)
+    monkeypatch.setattr(T, 'open', pick, raising=False)
+    with pytest.raises(SystemExit) as ex: train_main(TINY + ['--results-dir', str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert ex.value.code == 1 and len(err.splitlines()) == 1 and 'disk is full' in err and 'EMA weights' in err, err
+    run, = tmp_path.iterdir()
+    left = [p.name for p in run.iterdir() if (p.name.startswith('.') and p.name != '.lock') or p.suffix == '.safetensors']
+    assert left == [], left                                         # .lock: the run folder's flock file, by design
+    assert sorted(p.name for p in (run / 'checkpoints').iterdir()) == ['0000001.pt', '0000002.pt']
 
 
 def test_console_scripts_exit_status():

@@ -187,6 +187,29 @@ def test_vae_names_are_refused_at_once(monkeypatch):
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     with pytest.raises(OSError, match='HF_HUB_OFFLINE'): load_vae('nobody/no-such-vae')
     assert time.perf_counter() - t < 10                                  # no network retries
+    # no HF_HUB_OFFLINE, and a hub that cannot be reached (a machine without network): refused at once too
+    monkeypatch.delenv('HF_HUB_OFFLINE')
+    for k in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy'): monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv('HF_ENDPOINT', 'https://127.0.0.1:9')
+    t = time.perf_counter()
+    with pytest.raises(OSError, match='cannot be reached'): load_vae('nobody/no-such-vae')
+    assert time.perf_counter() - t < 10
+
+
+def test_an_unreachable_hub_vae_is_one_line_through_the_command(tmp_path):
+    "dit-extract --vae OWNER/NAME (not cached) where the hub cannot be reached: exit 2, one line, no folder written."
+    import subprocess, shutil
+    from conftest import child_env
+    from dit_edu.data import find_fashion_mnist
+    files = find_fashion_mnist()
+    if not files: pytest.skip('Fashion-MNIST is not installed')
+    env = {k: v for k, v in child_env().items() if k not in ('HF_HUB_OFFLINE', 'HTTPS_PROXY', 'https_proxy', 'ALL_PROXY',
+                                                               'all_proxy')} | dict(HF_ENDPOINT='https://127.0.0.1:9')
+    r = subprocess.run([shutil.which('dit-extract'), '--vae', 'nobody/no-such-vae', '--data-path', str(files[0].parent),
+                        '--out', str(tmp_path / 'lat')], env=env, capture_output=True, text=True, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and 'cannot be reached' in lines[0], r.stderr[-2000:]
+    assert not (tmp_path / 'lat').exists()
 
 
 def test_eval_inputs(tmp_path):
@@ -205,3 +228,18 @@ def test_stale_world_size_is_refused(monkeypatch):
     monkeypatch.setenv('WORLD_SIZE', '2')
     for k in ('RANK', 'MASTER_ADDR', 'MASTER_PORT'): monkeypatch.delenv(k, raising=False)
     with pytest.raises(UserError, match='WORLD_SIZE=2'): setup_distributed('cpu')
+
+
+@pytest.mark.parametrize('argv, says', [
+    (['--item-size', '20'], '--item-size: not for an image model'),
+    (['--vae', 'ema'], '--vae: the model (shipped) works on pixels'),
+    (['--shipped', 'video', '--vae', 'ema'], '--vae are for image DiTs, not --shipped video'),
+    (['--shipped', 'video', '--model', 'DiT-Nano/4', '--image-size', '32'], 'are for image DiTs, not --shipped video')])
+def test_flags_for_the_other_kind_of_model_are_refused(argv, says, tmp_path, capsys):
+    "dit-sample: a flag that does not apply to the model it loads is refused in one line (exit 2), not ignored."
+    from dit_edu.sample import main as sample_main
+    out = tmp_path / ('x.gif' if 'video' in argv else 'x.png')
+    with pytest.raises(SystemExit) as e: sample_main(argv + ['--out', str(out), '--num-sampling-steps', '2'])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and says in err, err
+    assert not out.exists()
