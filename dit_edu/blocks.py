@@ -19,8 +19,7 @@ def modulate(x, shift, scale):
 # %% ../nbs/04_blocks.ipynb #0d591ba8
 class DiTBlock(nn.Module):
     """A transformer block conditioned by adaLN-Zero: c -> (shift, scale, gate) for attention and the MLP."""
-    cond = 'vector'   # what the block reads: the summed embedding c of shape (N, D)
-    n_mod = 6         # shift, scale, gate for each of the two branches
+    n_mod = 6         # c -> shift, scale, gate for each of the two branches
     def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
@@ -40,7 +39,7 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.adaLN_modulation[-1].bias)
 
     def forward(self, x, c):
-        mods = self.adaLN_modulation(c).chunk(6, dim=1)                     # six (N, D) vectors
+        mods = self.adaLN_modulation(c).chunk(self.n_mod, dim=1)            # six (N, D) vectors
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
         x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
         x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
@@ -50,18 +49,17 @@ class DiTBlock(nn.Module):
 # %% ../nbs/04_blocks.ipynb #2ddb2151
 class AdaLNBlock(DiTBlock):
     """adaLN without the zero-initialised gates: c -> (shift, scale) for each branch, plain residuals."""
-    n_mod = 4
+    n_mod = 4         # shift and scale for each branch, no gates
     def init_weights(self): pass   # the generic xavier init of the model is kept
 
     def forward(self, x, c):
-        shift_msa, scale_msa, shift_mlp, scale_mlp = self.adaLN_modulation(c).chunk(4, dim=1)
+        shift_msa, scale_msa, shift_mlp, scale_mlp = self.adaLN_modulation(c).chunk(self.n_mod, dim=1)
         x = x + self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
         return x + self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 # %% ../nbs/04_blocks.ipynb #5471512f
 class InContextBlock(nn.Module):
     """A plain ViT block; t and y arrive as two extra tokens of the sequence."""
-    cond = 'in-context'
     def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6)
@@ -93,7 +91,6 @@ class CrossAttention(nn.Module):
 
 class CrossAttentionBlock(InContextBlock):
     """Self-attention, then cross-attention to the conditioning tokens (N, 2, D), then the MLP."""
-    cond = 'tokens'
     def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
         super().__init__(hidden_size, num_heads, mlp_ratio)
         self.norm_cross = nn.LayerNorm(hidden_size, eps=1e-6)
