@@ -7,7 +7,7 @@ __all__ = ['CKPT_KEYS', 'TINY_DEFAULTS', 'PAPER_DEFAULTS', 'RESUME_OVERRIDES', '
            'drop_labels', 'flip_batch', 'make_train_step', 'write_atomic', 'save_checkpoint',
            'remove_partial_checkpoints', 'read_checkpoint', 'ResumableSampler', 'get_parser', 'resolve_args',
            'setup_distributed', 'build_model', 'model_config', 'experiment_dir', 'latest_checkpoint', 'run_folder',
-           'lock_run', 'release_runs', 'save_grid', 'grid_labels', 'plot_losses', 'Trainer', 'tqdm_write',
+           'lock_run', 'release_runs', 'save_grid', 'grid_labels', 'plot_losses', 'tqdm_write', 'Trainer',
            'given_flags', 'resumed_args', 'train', 'main']
 
 # %% ../nbs/22_train.ipynb #a92c176f
@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from fastcore.basics import patch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .model import DiT, DiT_models, load_tensors
@@ -365,6 +364,32 @@ def plot_losses(metrics_file, out_png):
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
 
+# %% ../nbs/22_train.ipynb #c51e10e2
+def _rng_state():
+    "The random states as tensors and numbers (a checkpoint loads with weights_only=True: no pickles)."
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, mt, py_gauss = random.getstate()
+    return dict(torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=pos, has_gauss=has_gauss,
+                           gauss=gauss),
+                python=dict(version=version, state=torch.tensor(mt, dtype=torch.int64), gauss=py_gauss))
+
+def _set_rng_state(s):
+    "Restore `_rng_state()` (or the pickled numpy and Python states of older checkpoints)."
+    torch.set_rng_state(s['torch'])
+    n, py = s['numpy'], s['python']
+    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss'])
+                        if isinstance(n, dict) else n)
+    random.setstate((py['version'], tuple(py['state'].tolist()), py['gauss']) if isinstance(py, dict) else py)
+    same_gpus = torch.cuda.is_available() and len(s.get('cuda') or []) == torch.cuda.device_count()
+    if s.get('cuda') is not None and same_gpus:
+        torch.cuda.set_rng_state_all(s['cuda'])
+
+def tqdm_write(msg):
+    from tqdm.auto import tqdm
+    tqdm.write(msg)
+
 # %% ../nbs/22_train.ipynb #4fdd5bb5
 class Trainer:
     "State of one dit-train run: data, model, EMA, optimizer, step, files."
@@ -427,299 +452,246 @@ class Trainer:
         model = self.build_model(args, C, S).to(self.device)
         return dataset, model, model_config(model)
 
-# %% ../nbs/22_train.ipynb #c51e10e2
-def _rng_state():
-    "The random states as tensors and numbers (a checkpoint loads with weights_only=True: no pickles)."
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, mt, py_gauss = random.getstate()
-    return dict(torch=torch.get_rng_state(),
-                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=pos, has_gauss=has_gauss,
-                           gauss=gauss),
-                python=dict(version=version, state=torch.tensor(mt, dtype=torch.int64), gauss=py_gauss))
-
-def _set_rng_state(s):
-    "Restore `_rng_state()` (or the pickled numpy and Python states of older checkpoints)."
-    torch.set_rng_state(s['torch'])
-    n, py = s['numpy'], s['python']
-    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss'])
-                        if isinstance(n, dict) else n)
-    random.setstate((py['version'], tuple(py['state'].tolist()), py['gauss']) if isinstance(py, dict) else py)
-    same_gpus = torch.cuda.is_available() and len(s.get('cuda') or []) == torch.cuda.device_count()
-    if s.get('cuda') is not None and same_gpus:
-        torch.cuda.set_rng_state_all(s['cuda'])
-
-@patch
-def state(self: Trainer):
-    "Everything a resumed run needs (rank 0's view; all ranks hold the same weights)."
-    epoch, batch = divmod(self.step, self.steps_per_epoch)
-    return dict(model=self.model_raw.state_dict(), ema=self.ema.state_dict(), opt=self.opt.state_dict(),
-                step=self.step, args=json.dumps(vars(self.args)), config=self.config, rng=_rng_state(),
-                data=dict(epoch=epoch, batch=batch, steps_per_epoch=self.steps_per_epoch,
-                          dataset_len=len(self.dataset), world=self.world,
-                          global_batch_size=self.args.global_batch_size))
-
-# %% ../nbs/22_train.ipynb #447b24cd
-@patch
-def load_state(self: Trainer, ckpt):
-    "Restore a verified checkpoint (see `read_checkpoint`); checks that the data position still makes sense."
-    d = ckpt['data']
-    if (d['dataset_len'], d['global_batch_size']) != (len(self.dataset), self.args.global_batch_size):
-        raise UserError(f"cannot resume: the checkpoint was made with {d['dataset_len']} images and global "
-                        f"batch {d['global_batch_size']}, "
-                         f"this run has {len(self.dataset)} and {self.args.global_batch_size}")
-    for part in ('model', 'ema'):
-        own = getattr(self, 'model_raw' if part == 'model' else 'ema').state_dict()
-        bad = [k for k in own if k not in ckpt[part] or ckpt[part][k].shape != own[k].shape]
-        if bad or len(ckpt[part]) != len(own):
-            raise UserError(f"cannot resume: checkpoint {part} weights do not fit {self.args.model} (first: "
-                            f"{bad[:3]})")
-    self.model_raw.load_state_dict(ckpt['model'])
-    self.ema.load_state_dict(ckpt['ema'])
-    self.opt.load_state_dict(ckpt['opt'])
-    self.step = ckpt['step']
-    if d['world'] == self.world: _set_rng_state(ckpt['rng'])
-
-# %% ../nbs/22_train.ipynb #c144f84d
-@patch
-def setup(self: Trainer, ckpt=None, ckpt_path=None):
-    "Restore `ckpt` if given, wrap in DDP, make the step function, the loader and the run folder (locked)."
-    self.model_raw = self.model
-    # a seed per rank (the reference's), for anything not keyed by step
-    torch.manual_seed(self.args.global_seed * self.world + self.rank)
-    own, self.exp_dir, self.ckpt_path = None, None, ckpt_path
-    if ckpt is not None:
-        self.load_state(ckpt)
-        own = run_folder(ckpt_path, ckpt['args'])
-    if self.rank == 0:                         # the one writer of the run folder, so the one holding its lock
-        self.exp_dir = own or experiment_dir(self.args)
-        lock_run(self.exp_dir)
-        if own: self.tidy_resumed_run()
-        elif ckpt is not None:
-            self.log(f"dit-train: {ckpt_path} lies outside a run folder; its run goes on from step {self.step} "
-                     f"in a new one, {self.exp_dir}")
-    if self.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        self.model = DDP(self.model_raw,
-                         device_ids=[self.device.index] if self.device.type == 'cuda' else None)
-        obj = [str(self.exp_dir) if self.exp_dir else None]
-        dist.broadcast_object_list(obj, 0)
-        self.exp_dir = Path(obj[0])
-    self.train_step = make_train_step(self.model, self.diffusion, self.opt, self.ema, self.args.ema_decay,
-                                      self.args.precision,
-                                      loss_fn=self.fast_loss() if self.args.compile else None)
-    self.loader = DataLoader(self.dataset, batch_size=self.local_bs, sampler=self.sampler,
-                             num_workers=self.args.num_workers, drop_last=True,
-                             pin_memory=self.device.type == 'cuda',
-                             generator=torch.Generator().manual_seed(0))
-    if self.rank == 0:
-        (self.exp_dir/'checkpoints').mkdir(parents=True, exist_ok=True)
-        (self.exp_dir/'args.json').write_text(json.dumps(vars(self.args), indent=1))
-    return self
-
-# %% ../nbs/22_train.ipynb #c11a0004
-@patch
-def tidy_resumed_run(self: Trainer):
-    "Before a resumed run goes on: delete cut-off checkpoint files, drop metrics past the checkpoint."
-    gone = remove_partial_checkpoints(self.exp_dir/'checkpoints')
-    if gone:
-        print(f"dit-train: removed {len(gone)} partial checkpoint file(s) of an interrupted save: "
-              f"{', '.join(gone)}")
-    metrics = self.exp_dir/'metrics.jsonl'
-    if not metrics.exists(): return
-    def kept(line):
-        try: return json.loads(line)['step'] <= self.step
-        except (ValueError, KeyError): return False              # a row cut off by the crash
-    metrics.write_text(''.join(l + '\n' for l in metrics.read_text().splitlines() if kept(l)))
-
-# %% ../nbs/22_train.ipynb #053aeadd
-@patch
-def fast_loss(self: Trainer):
-    "The fast path's compiled loss (22a_fast) with the attention kernel chosen for this batch."
-    from dit_edu.fast import make_loss, choose_attention
-    a = self.args
-    if a.attention == 'auto':  # timed in the dtype it will run in (flash and cuDNN take no float32)
-        a.attention = choose_attention(self.model_raw, self.local_bs, self.device,
-                                       torch.bfloat16 if a.precision == 'bf16' else torch.float32)
-    return make_loss(self.model, self.diffusion, a.precision, compile=True, attention=a.attention)
-
-# %% ../nbs/22_train.ipynb #37b8e184
-@patch
-def log(self: Trainer, msg):
-    "Print on rank 0 and append to log.txt."
-    if self.rank: return
-    (tqdm_write if getattr(self, 'bar', None) is not None else print)(msg)
-    with open(self.exp_dir/'log.txt', 'a') as f: f.write(msg + '\n')
-
-def tqdm_write(msg):
-    from tqdm.auto import tqdm
-    tqdm.write(msg)
-
-# %% ../nbs/22_train.ipynb #c6d7d7ac
-@patch
-def stop_diverged(self: Trainer, what):
-    "Stop the run: `what` went NaN or inf; name the newest checkpoint (every saved one was checked finite)."
-    ckpts = sorted((self.exp_dir/'checkpoints').glob('[0-9]*.pt')) if self.exp_dir else []
-    msg = (f"dit-train: {what} became NaN or inf by step {self.step}; stopping without saving it. "
-           f"The last good checkpoint is {ckpts[-1] if ckpts else '(none yet)'}. Try a lower --lr, "
-           "or --precision fp32.")
-    self.log(msg)
-    raise FloatingPointError(msg)
-
-@patch
-def check_finite(self: Trainer, bad):
-    "Stop the run with a clear message if any loss since the last check was NaN or inf."
-    if self.world > 1: dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-    if bad.item(): self.stop_diverged("the loss")
-
-@patch
-def weights_good(self: Trainer, batch):
-    "Whether model, EMA and their losses on `batch` (x, y, t, noise) are finite (1e28 is, yet no weight)."
-    ts = [p.detach() for p in self.model_raw.parameters()] + list(self.ema.parameters())
-    ok = torch.stack([torch.isfinite(t).all() for t in ts]).all()
-    with torch.no_grad():  # given t and noise: no random numbers drawn, resume stays exact
-        for m in (self.model_raw, self.ema):
-            ok &= torch.isfinite(self.diffusion.training_losses(m, batch[0], batch[2], dict(y=batch[1]),
-                                                                noise=batch[3])["loss"]).all()
-    ok = ok.to(torch.int32)
-    if self.world > 1: dist.all_reduce(ok, op=dist.ReduceOp.MIN)   # every rank must stop together
-    return bool(ok.item())
-
-# %% ../nbs/22_train.ipynb #904177c7
-@patch
-def save(self: Trainer):
-    "Write checkpoints/STEP.pt (rank 0) and redraw the loss curve; a diverged update is never saved."
-    # the loss guard sees the loss before the update
-    if not self.weights_good(self.batch): self.stop_diverged("the weights (or the loss they give)")
-    if self.rank == 0:
-        path = save_checkpoint(self.exp_dir/'checkpoints'/f'{self.step:07d}.pt', self.state())
-        self.log(f"saved checkpoint {path}")
-        if (self.exp_dir/'metrics.jsonl').exists():
-            plot_losses(self.exp_dir/'metrics.jsonl', self.exp_dir/'loss.png')
-    if self.world > 1: dist.barrier()
-
-@patch
-def sample(self: Trainer):
-    "Save a grid of EMA samples (rank 0)."
-    if self.rank == 0:
-        from dit_edu.sample import generate  # sample.py imports this module: import on use
-        labels = grid_labels(self.args.num_classes)
-        x = generate(self.ema, labels, self.args.cfg_scale, vae=self.decoder)
-        save_grid(x, self.exp_dir/'samples'/f'{self.step:07d}.png',
-                  nrow=min(len(labels), self.args.num_classes, 16))
-    if self.world > 1: dist.barrier()
-
-# %% ../nbs/22_train.ipynb #9e630623
-@patch
-def next_batch(self: Trainer, x, y):
-    "Move a batch to the device and apply this step's flips, label dropout and (ImageFolder) VAE encoding."
-    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-    shape = (self.args.global_batch_size,) + (x.shape[2:] if x.ndim == 5 else x.shape[1:])  # (G, C, H, W)
-    if self.vae is not None:                                                       # the latent's shape
-        f = vae_factor(self.vae.config)
-        shape = shape[:1] + (self.vae.config.latent_channels, shape[2] // f, shape[3] // f)
-    t, noise, u_drop, u_flip = step_randomness(self.args.global_seed, self.step, shape,
-                                               self.diffusion.num_timesteps, self.rank, self.world,
-                                               self.device)
-    x, y = flip_batch(x, u_flip), drop_labels(y, u_drop, self.drop_prob, self.args.num_classes)
-    if self.vae is not None: x = encode_latents(self.vae, x)
-    return x, y, t, noise
-
-# %% ../nbs/22_train.ipynb #82858ccb
-@patch
-def lr_at(self: Trainer, step):
-    "Learning rate at `step`: linear warm-up to --lr, then constant (the reference: constant 1e-4)."
-    w = self.args.warmup_steps
-    return self.args.lr * min(1.0, (step + 1) / w) if w else self.args.lr
-
-@patch
-def write_metrics(self: Trainer, t_log, n_steps):
-    "All-reduce the mean loss since the last log; append it with speeds to metrics.jsonl; update the bar."
-    loss = torch.stack([self.loss_sum, torch.tensor(float(self.loss_n), device=self.device)])
-    if self.world > 1: dist.all_reduce(loss)
-    dt = max(time.time() - t_log, 1e-9)
-    row = dict(step=self.step, epoch=self.step / self.steps_per_epoch, loss=(loss[0] / loss[1]).item(),
-               steps_per_sec=n_steps / dt, images_per_sec=n_steps * self.args.global_batch_size / dt,
-               lr=self.opt.param_groups[0]['lr'], time=time.time() - self.t_start)
-    self.loss_sum, self.loss_n = torch.zeros((), device=self.device), 0
-    if self.rank == 0:
-        with open(self.exp_dir/'metrics.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{row['steps_per_sec']:.2f}",
-                                 img_s=f"{row['images_per_sec']:.0f}")
-        else:
-            self.log(f"(step={self.step:07d}) Train Loss: {row['loss']:.4f}, "
-                     f"Train Steps/Sec: {row['steps_per_sec']:.2f}, Images/Sec: {row['images_per_sec']:.0f}")
-    return row
-
-# %% ../nbs/22_train.ipynb #733bc072
-@patch
-def fit(self: Trainer):
-    "Train until the last step: log, check the loss, checkpoint and sample on schedule."
-    a = self.args
-    self.t_start = t_log = time.time()
-    n_log = 0
-    self.loss_sum, self.loss_n = torch.zeros((), device=self.device), 0
-    bad = torch.zeros((), dtype=torch.bool, device=self.device)
-    self.bar = None
-    if self.rank == 0 and not a.no_progress:
-        from tqdm.auto import tqdm
-        self.bar = tqdm(total=self.total_steps, initial=self.step, desc='dit-train', dynamic_ncols=True)
-    named = list(self.model_raw.named_parameters())
-    n = sum(p.numel() for _, p in named)
-    frozen = sum(p.numel() for k, p in named if not p.requires_grad and not k.endswith('_embed'))  # not sin-cos
-    self.log(f"{a.model} ({n:,} parameters{f', {frozen:,} frozen' if frozen else ''}) on {a.dataset} "
-             f"({len(self.dataset):,} {'clips' if a.dataset == 'moving-fmnist' else 'images'}), "
-             f"{self.world} process(es) on {self.device}, {a.precision}; "
-             f"steps {self.step} -> {self.total_steps}; run folder {self.exp_dir}")
-    if a.compile:
-        self.log(f"fast path: attention {a.attention}; the first step compiles model and loss (about a "
-                 "minute for DiT-XL/2)")
-    self.model.train()
-    while self.step < self.total_steps:
+    def state(self):
+        "Everything a resumed run needs (rank 0's view; all ranks hold the same weights)."
         epoch, batch = divmod(self.step, self.steps_per_epoch)
-        self.sampler.set_position(epoch, batch * self.local_bs)
-        for x, y in self.loader:
-            for g in self.opt.param_groups: g['lr'] = self.lr_at(self.step) * g.get('lr_scale', 1.0)
-            self.batch = self.next_batch(x, y)                # kept: `save` checks the updated weights on it
-            loss = self.train_step(*self.batch)
-            self.loss_sum += loss
-            self.loss_n += 1
-            bad |= ~torch.isfinite(loss)
-            self.step += 1
-            n_log += 1
-            if self.bar is not None: self.bar.update(1)
-            last = self.step == self.total_steps
-            if self.step % a.log_every == 0 or last:
-                self.check_finite(bad)
-                self.write_metrics(t_log, n_log)
-                t_log, n_log = time.time(), 0
-            if self.step % a.ckpt_every == 0 or last:
-                self.check_finite(bad)
-                self.save()
-            if a.sample_every and (self.step % a.sample_every == 0 or last):
-                self.sample()
-                self.model.train()
-            if last: break
-    if self.bar is not None:
-        self.bar.close()
-        self.bar = None
-    self.export()
-    return self
+        return dict(model=self.model_raw.state_dict(), ema=self.ema.state_dict(), opt=self.opt.state_dict(),
+                    step=self.step, args=json.dumps(vars(self.args)), config=self.config, rng=_rng_state(),
+                    data=dict(epoch=epoch, batch=batch, steps_per_epoch=self.steps_per_epoch,
+                              dataset_len=len(self.dataset), world=self.world,
+                              global_batch_size=self.args.global_batch_size))
 
-# %% ../nbs/22_train.ipynb #ecaccbdf
-@patch
-def export(self: Trainer):
-    "Write the EMA weights with their config as ema.safetensors (what dit-sample and the widgets load)."
-    if self.rank: return
-    try: from safetensors.torch import save
-    except ImportError:
-        self.log("safetensors is not installed: no ema.safetensors written")
-        return
-    sd = {k: v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()}
-    meta = dict(config=json.dumps(self.config), step=str(self.step), args=json.dumps(vars(self.args)))
-    write_atomic(self.exp_dir/'ema.safetensors', lambda f: f.write(save(sd, metadata=meta)), 'EMA weights')
-    self.log(f"wrote EMA weights to {self.exp_dir/'ema.safetensors'}")
+    def load_state(self, ckpt):
+        "Restore a verified checkpoint (see `read_checkpoint`); checks that the data position still makes sense."
+        d = ckpt['data']
+        if (d['dataset_len'], d['global_batch_size']) != (len(self.dataset), self.args.global_batch_size):
+            raise UserError(f"cannot resume: the checkpoint was made with {d['dataset_len']} images and global "
+                            f"batch {d['global_batch_size']}, "
+                             f"this run has {len(self.dataset)} and {self.args.global_batch_size}")
+        for part in ('model', 'ema'):
+            own = getattr(self, 'model_raw' if part == 'model' else 'ema').state_dict()
+            bad = [k for k in own if k not in ckpt[part] or ckpt[part][k].shape != own[k].shape]
+            if bad or len(ckpt[part]) != len(own):
+                raise UserError(f"cannot resume: checkpoint {part} weights do not fit {self.args.model} (first: "
+                                f"{bad[:3]})")
+        self.model_raw.load_state_dict(ckpt['model'])
+        self.ema.load_state_dict(ckpt['ema'])
+        self.opt.load_state_dict(ckpt['opt'])
+        self.step = ckpt['step']
+        if d['world'] == self.world: _set_rng_state(ckpt['rng'])
+
+    def setup(self, ckpt=None, ckpt_path=None):
+        "Restore `ckpt` if given, wrap in DDP, make the step function, the loader and the run folder (locked)."
+        self.model_raw = self.model
+        # a seed per rank (the reference's), for anything not keyed by step
+        torch.manual_seed(self.args.global_seed * self.world + self.rank)
+        own, self.exp_dir, self.ckpt_path = None, None, ckpt_path
+        if ckpt is not None:
+            self.load_state(ckpt)
+            own = run_folder(ckpt_path, ckpt['args'])
+        if self.rank == 0:                         # the one writer of the run folder, so the one holding its lock
+            self.exp_dir = own or experiment_dir(self.args)
+            lock_run(self.exp_dir)
+            if own: self.tidy_resumed_run()
+            elif ckpt is not None:
+                self.log(f"dit-train: {ckpt_path} lies outside a run folder; its run goes on from step {self.step} "
+                         f"in a new one, {self.exp_dir}")
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            self.model = DDP(self.model_raw,
+                             device_ids=[self.device.index] if self.device.type == 'cuda' else None)
+            obj = [str(self.exp_dir) if self.exp_dir else None]
+            dist.broadcast_object_list(obj, 0)
+            self.exp_dir = Path(obj[0])
+        self.train_step = make_train_step(self.model, self.diffusion, self.opt, self.ema, self.args.ema_decay,
+                                          self.args.precision,
+                                          loss_fn=self.fast_loss() if self.args.compile else None)
+        self.loader = DataLoader(self.dataset, batch_size=self.local_bs, sampler=self.sampler,
+                                 num_workers=self.args.num_workers, drop_last=True,
+                                 pin_memory=self.device.type == 'cuda',
+                                 generator=torch.Generator().manual_seed(0))
+        if self.rank == 0:
+            (self.exp_dir/'checkpoints').mkdir(parents=True, exist_ok=True)
+            (self.exp_dir/'args.json').write_text(json.dumps(vars(self.args), indent=1))
+        return self
+
+    def tidy_resumed_run(self):
+        "Before a resumed run goes on: delete cut-off checkpoint files, drop metrics past the checkpoint."
+        gone = remove_partial_checkpoints(self.exp_dir/'checkpoints')
+        if gone:
+            print(f"dit-train: removed {len(gone)} partial checkpoint file(s) of an interrupted save: "
+                  f"{', '.join(gone)}")
+        metrics = self.exp_dir/'metrics.jsonl'
+        if not metrics.exists(): return
+        def kept(line):
+            try: return json.loads(line)['step'] <= self.step
+            except (ValueError, KeyError): return False              # a row cut off by the crash
+        metrics.write_text(''.join(l + '\n' for l in metrics.read_text().splitlines() if kept(l)))
+
+    def fast_loss(self):
+        "The fast path's compiled loss (22a_fast) with the attention kernel chosen for this batch."
+        from dit_edu.fast import make_loss, choose_attention
+        a = self.args
+        if a.attention == 'auto':  # timed in the dtype it will run in (flash and cuDNN take no float32)
+            a.attention = choose_attention(self.model_raw, self.local_bs, self.device,
+                                           torch.bfloat16 if a.precision == 'bf16' else torch.float32)
+        return make_loss(self.model, self.diffusion, a.precision, compile=True, attention=a.attention)
+
+    def log(self, msg):
+        "Print on rank 0 and append to log.txt."
+        if self.rank: return
+        (tqdm_write if getattr(self, 'bar', None) is not None else print)(msg)
+        with open(self.exp_dir/'log.txt', 'a') as f: f.write(msg + '\n')
+
+    def stop_diverged(self, what):
+        "Stop the run: `what` went NaN or inf; name the newest checkpoint (every saved one was checked finite)."
+        ckpts = sorted((self.exp_dir/'checkpoints').glob('[0-9]*.pt')) if self.exp_dir else []
+        msg = (f"dit-train: {what} became NaN or inf by step {self.step}; stopping without saving it. "
+               f"The last good checkpoint is {ckpts[-1] if ckpts else '(none yet)'}. Try a lower --lr, "
+               "or --precision fp32.")
+        self.log(msg)
+        raise FloatingPointError(msg)
+
+    def check_finite(self, bad):
+        "Stop the run with a clear message if any loss since the last check was NaN or inf."
+        if self.world > 1: dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bad.item(): self.stop_diverged("the loss")
+
+    def weights_good(self, batch):
+        "Whether model, EMA and their losses on `batch` (x, y, t, noise) are finite (1e28 is, yet no weight)."
+        ts = [p.detach() for p in self.model_raw.parameters()] + list(self.ema.parameters())
+        ok = torch.stack([torch.isfinite(t).all() for t in ts]).all()
+        with torch.no_grad():  # given t and noise: no random numbers drawn, resume stays exact
+            for m in (self.model_raw, self.ema):
+                ok &= torch.isfinite(self.diffusion.training_losses(m, batch[0], batch[2], dict(y=batch[1]),
+                                                                    noise=batch[3])["loss"]).all()
+        ok = ok.to(torch.int32)
+        if self.world > 1: dist.all_reduce(ok, op=dist.ReduceOp.MIN)   # every rank must stop together
+        return bool(ok.item())
+
+    def save(self):
+        "Write checkpoints/STEP.pt (rank 0) and redraw the loss curve; a diverged update is never saved."
+        # the loss guard sees the loss before the update
+        if not self.weights_good(self.batch): self.stop_diverged("the weights (or the loss they give)")
+        if self.rank == 0:
+            path = save_checkpoint(self.exp_dir/'checkpoints'/f'{self.step:07d}.pt', self.state())
+            self.log(f"saved checkpoint {path}")
+            if (self.exp_dir/'metrics.jsonl').exists():
+                plot_losses(self.exp_dir/'metrics.jsonl', self.exp_dir/'loss.png')
+        if self.world > 1: dist.barrier()
+
+    def sample(self):
+        "Save a grid of EMA samples (rank 0)."
+        if self.rank == 0:
+            from dit_edu.sample import generate  # sample.py imports this module: import on use
+            labels = grid_labels(self.args.num_classes)
+            x = generate(self.ema, labels, self.args.cfg_scale, vae=self.decoder)
+            save_grid(x, self.exp_dir/'samples'/f'{self.step:07d}.png',
+                      nrow=min(len(labels), self.args.num_classes, 16))
+        if self.world > 1: dist.barrier()
+
+    def next_batch(self, x, y):
+        "Move a batch to the device and apply this step's flips, label dropout and (ImageFolder) VAE encoding."
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        shape = (self.args.global_batch_size,) + (x.shape[2:] if x.ndim == 5 else x.shape[1:])  # (G, C, H, W)
+        if self.vae is not None:                                                       # the latent's shape
+            f = vae_factor(self.vae.config)
+            shape = shape[:1] + (self.vae.config.latent_channels, shape[2] // f, shape[3] // f)
+        t, noise, u_drop, u_flip = step_randomness(self.args.global_seed, self.step, shape,
+                                                   self.diffusion.num_timesteps, self.rank, self.world,
+                                                   self.device)
+        x, y = flip_batch(x, u_flip), drop_labels(y, u_drop, self.drop_prob, self.args.num_classes)
+        if self.vae is not None: x = encode_latents(self.vae, x)
+        return x, y, t, noise
+
+    def lr_at(self, step):
+        "Learning rate at `step`: linear warm-up to --lr, then constant (the reference: constant 1e-4)."
+        w = self.args.warmup_steps
+        return self.args.lr * min(1.0, (step + 1) / w) if w else self.args.lr
+
+    def write_metrics(self, t_log, n_steps):
+        "All-reduce the mean loss since the last log; append it with speeds to metrics.jsonl; update the bar."
+        loss = torch.stack([self.loss_sum, torch.tensor(float(self.loss_n), device=self.device)])
+        if self.world > 1: dist.all_reduce(loss)
+        dt = max(time.time() - t_log, 1e-9)
+        row = dict(step=self.step, epoch=self.step / self.steps_per_epoch, loss=(loss[0] / loss[1]).item(),
+                   steps_per_sec=n_steps / dt, images_per_sec=n_steps * self.args.global_batch_size / dt,
+                   lr=self.opt.param_groups[0]['lr'], time=time.time() - self.t_start)
+        self.loss_sum, self.loss_n = torch.zeros((), device=self.device), 0
+        if self.rank == 0:
+            with open(self.exp_dir/'metrics.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{row['steps_per_sec']:.2f}",
+                                     img_s=f"{row['images_per_sec']:.0f}")
+            else:
+                self.log(f"(step={self.step:07d}) Train Loss: {row['loss']:.4f}, "
+                         f"Train Steps/Sec: {row['steps_per_sec']:.2f}, Images/Sec: {row['images_per_sec']:.0f}")
+        return row
+
+    def fit(self):
+        "Train until the last step: log, check the loss, checkpoint and sample on schedule."
+        a = self.args
+        self.t_start = t_log = time.time()
+        n_log = 0
+        self.loss_sum, self.loss_n = torch.zeros((), device=self.device), 0
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        self.bar = None
+        if self.rank == 0 and not a.no_progress:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=self.total_steps, initial=self.step, desc='dit-train', dynamic_ncols=True)
+        named = list(self.model_raw.named_parameters())
+        n = sum(p.numel() for _, p in named)
+        frozen = sum(p.numel() for k, p in named if not p.requires_grad and not k.endswith('_embed'))  # not sin-cos
+        self.log(f"{a.model} ({n:,} parameters{f', {frozen:,} frozen' if frozen else ''}) on {a.dataset} "
+                 f"({len(self.dataset):,} {'clips' if a.dataset == 'moving-fmnist' else 'images'}), "
+                 f"{self.world} process(es) on {self.device}, {a.precision}; "
+                 f"steps {self.step} -> {self.total_steps}; run folder {self.exp_dir}")
+        if a.compile:
+            self.log(f"fast path: attention {a.attention}; the first step compiles model and loss (about a "
+                     "minute for DiT-XL/2)")
+        self.model.train()
+        while self.step < self.total_steps:
+            epoch, batch = divmod(self.step, self.steps_per_epoch)
+            self.sampler.set_position(epoch, batch * self.local_bs)
+            for x, y in self.loader:
+                for g in self.opt.param_groups: g['lr'] = self.lr_at(self.step) * g.get('lr_scale', 1.0)
+                self.batch = self.next_batch(x, y)                # kept: `save` checks the updated weights on it
+                loss = self.train_step(*self.batch)
+                self.loss_sum += loss
+                self.loss_n += 1
+                bad |= ~torch.isfinite(loss)
+                self.step += 1
+                n_log += 1
+                if self.bar is not None: self.bar.update(1)
+                last = self.step == self.total_steps
+                if self.step % a.log_every == 0 or last:
+                    self.check_finite(bad)
+                    self.write_metrics(t_log, n_log)
+                    t_log, n_log = time.time(), 0
+                if self.step % a.ckpt_every == 0 or last:
+                    self.check_finite(bad)
+                    self.save()
+                if a.sample_every and (self.step % a.sample_every == 0 or last):
+                    self.sample()
+                    self.model.train()
+                if last: break
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self.export()
+        return self
+
+    def export(self):
+        "Write the EMA weights with their config as ema.safetensors (what dit-sample and the widgets load)."
+        if self.rank: return
+        try: from safetensors.torch import save
+        except ImportError:
+            self.log("safetensors is not installed: no ema.safetensors written")
+            return
+        sd = {k: v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()}
+        meta = dict(config=json.dumps(self.config), step=str(self.step), args=json.dumps(vars(self.args)))
+        write_atomic(self.exp_dir/'ema.safetensors', lambda f: f.write(save(sd, metadata=meta)), 'EMA weights')
+        self.log(f"wrote EMA weights to {self.exp_dir/'ema.safetensors'}")
 
 # %% ../nbs/22_train.ipynb #b427915e
 def given_flags(argv):

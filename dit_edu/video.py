@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 from einops import rearrange
-from fastcore.basics import patch
 from torch.utils.flop_counter import FlopCounterMode
 from .patchify import PatchEmbed, get_1d_sincos_pos_embed, get_2d_sincos_pos_embed
 from .embeddings import TimestepEmbedder, LabelEmbedder
@@ -83,45 +82,40 @@ class VideoDiT(nn.Module):
         x = temporal(x + when, c_place) - when                               # across frames at each place
         return rearrange(x, '(n t) f d -> (n f) t d', n=N)                   # (N*F, T, D)
 
-# %% ../nbs/30_video.ipynb #4fae5755
-@patch
-def check_inputs(self: VideoDiT, x, t, y):
-    "(N, F) of a clip batch that fits this model, else a ValueError naming the problem."
-    C, S, F_max = self.in_channels, self.input_size, self.num_frames
-    if x.ndim != 5 or x.shape[1] != C or tuple(x.shape[3:]) != (S, S) or not 1 <= x.shape[2] <= F_max:
-        raise ValueError(f"x must have shape (N, {C}, F, {S}, {S}) with F <= {F_max} for this model, "
-                         f"got {tuple(x.shape)}")
-    if t.shape != (x.shape[0],) or y.shape != (x.shape[0],):
-        raise ValueError(f"t and y must have shape ({x.shape[0]},), "
-                         f"got {tuple(t.shape)} and {tuple(y.shape)}")
-    return x.shape[0], x.shape[2]
+    def check_inputs(self, x, t, y):
+        "(N, F) of a clip batch that fits this model, else a ValueError naming the problem."
+        C, S, F_max = self.in_channels, self.input_size, self.num_frames
+        if x.ndim != 5 or x.shape[1] != C or tuple(x.shape[3:]) != (S, S) or not 1 <= x.shape[2] <= F_max:
+            raise ValueError(f"x must have shape (N, {C}, F, {S}, {S}) with F <= {F_max} for this model, "
+                             f"got {tuple(x.shape)}")
+        if t.shape != (x.shape[0],) or y.shape != (x.shape[0],):
+            raise ValueError(f"t and y must have shape ({x.shape[0]},), "
+                             f"got {tuple(t.shape)} and {tuple(y.shape)}")
+        return x.shape[0], x.shape[2]
 
-@patch
-def embed(self: VideoDiT, x):
-    "Clips (N, C, F, H, W) -> tokens (N*F, T, D): frames patchified as images, plus 2D positions."
-    return self.x_embedder(rearrange(x, 'n c f h w -> (n f) c h w')) + self.pos_embed   # (N*F, T, D)
+    def embed(self, x):
+        "Clips (N, C, F, H, W) -> tokens (N*F, T, D): frames patchified as images, plus 2D positions."
+        return self.x_embedder(rearrange(x, 'n c f h w -> (n f) c h w')) + self.pos_embed   # (N*F, T, D)
 
-@patch
-def head(self: VideoDiT, x, c_frame, N):
-    "Tokens (N*F, T, D) -> clips (N, C_out, F, H, W): the image DiT's final layer and unpatchify, per frame."
-    x = self.final_layer(x, c_frame)                                                # (N*F, T, p*p*C_out)
-    x = rearrange(x, '(n f) t k -> n f t k', n=N)                                   # (N, F, T, p*p*C_out)
-    return unpatchify_clip(x, self.patch_size, self.out_channels)
+    def head(self, x, c_frame, N):
+        "Tokens (N*F, T, D) -> clips (N, C_out, F, H, W): the image DiT's final layer and unpatchify, per frame."
+        x = self.final_layer(x, c_frame)                                                # (N*F, T, p*p*C_out)
+        x = rearrange(x, '(n f) t k -> n f t k', n=N)                                   # (N, F, T, p*p*C_out)
+        return unpatchify_clip(x, self.patch_size, self.out_channels)
 
-# %% ../nbs/30_video.ipynb #43dd7866
-@patch
-@torch.no_grad()
-def initialize_weights(self: VideoDiT):
-    "The image DiT's initialisation, plus the frame embedding; temporal blocks are adaLN-Zero: the identity."
-    DiT.initialize_weights(self)            # 05_model: xavier linears, 2D sin-cos positions, zeroed gates
-    D = self.pos_embed.shape[-1]
-    self.temp_embed.copy_(torch.from_numpy(get_temporal_embed(D, self.num_frames)).float()[None])
-    for blk in self.temporal_blocks:
-        blk.init_weights()
+    # borrowed from the image DiT, unchanged: guidance works on (N, C, F, H, W) as on images, and so do the
+    # two speed switches (for checkpointing, a layer is a pair of blocks)
+    forward_with_cfg = DiT.forward_with_cfg
+    residual, run_layers, checkpointed_blocks = DiT.residual, DiT.run_layers, DiT.checkpointed_blocks
 
-VideoDiT.forward_with_cfg = DiT.forward_with_cfg   # the image guidance works unchanged on (N, C, F, H, W)
-VideoDiT.residual, VideoDiT.run_layers = DiT.residual, DiT.run_layers         # and the two speed switches:
-VideoDiT.checkpointed_blocks = DiT.checkpointed_blocks                        # a layer is a pair of blocks
+    @torch.no_grad()
+    def initialize_weights(self):
+        "The image DiT's initialisation, plus the frame embedding; temporal blocks are adaLN-Zero: the identity."
+        DiT.initialize_weights(self)            # 05_model: xavier linears, 2D sin-cos positions, zeroed gates
+        D = self.pos_embed.shape[-1]
+        self.temp_embed.copy_(torch.from_numpy(get_temporal_embed(D, self.num_frames)).float()[None])
+        for blk in self.temporal_blocks:
+            blk.init_weights()
 
 # %% ../nbs/30_video.ipynb #07025018
 class VideoDiTFull(VideoDiT):

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fastcore.basics import patch
 import dit_edu
 from .model import read_state_dict
 from .sample import read_model_file
@@ -80,6 +79,25 @@ class VideoTrainer(Trainer):
         return [dict(params=[p for n, p in named if n not in self.copied]),
                 dict(params=[p for n, p in named if n in self.copied], lr_scale=s)]
 
+    def next_batch(self, x, y):
+        "Move a batch of clips to the device; this step's mirror flips and label dropout."
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        shape = (self.args.global_batch_size,) + tuple(x.shape[1:])                          # (G, C, F, H, W)
+        T = self.diffusion.num_timesteps
+        t, noise, u_drop, u_flip = step_randomness(self.args.global_seed, self.step, shape, T,
+                                                   self.rank, self.world, self.device)
+        x = torch.where((u_flip < 0.5)[:, None, None, None, None], x.flip(-1), x)
+        return x, drop_labels(y, u_drop, self.drop_prob, self.args.num_classes), t, noise
+
+    def sample(self):
+        "Save a GIF grid of EMA clips, one per class (rank 0)."
+        if self.rank == 0:
+            labels = grid_labels(self.args.num_classes, n_max=self.args.num_classes)
+            clips = generate_clips(self.ema, labels, self.args.cfg_scale)
+            save_gif(clips, self.exp_dir/'samples'/f'{self.step:07d}.gif', nrow=10)
+        if self.world > 1:
+            torch.distributed.barrier()
+
 # %% ../nbs/31_video_train.ipynb #c96fe694
 def build_video_model(args):
     "(the video model of `args.model`, the same on every rank; the names --init-from copied into it)."
@@ -93,27 +111,6 @@ def build_video_model(args):
         for name, w in model.named_parameters():
             if name in copied: w.requires_grad_(False)          # image weights stay; temporal blocks learn
     return model, copied
-
-@patch
-def next_batch(self: VideoTrainer, x, y):
-    "Move a batch of clips to the device; this step's mirror flips and label dropout."
-    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-    shape = (self.args.global_batch_size,) + tuple(x.shape[1:])                          # (G, C, F, H, W)
-    T = self.diffusion.num_timesteps
-    t, noise, u_drop, u_flip = step_randomness(self.args.global_seed, self.step, shape, T,
-                                               self.rank, self.world, self.device)
-    x = torch.where((u_flip < 0.5)[:, None, None, None, None], x.flip(-1), x)
-    return x, drop_labels(y, u_drop, self.drop_prob, self.args.num_classes), t, noise
-
-@patch
-def sample(self: VideoTrainer):
-    "Save a GIF grid of EMA clips, one per class (rank 0)."
-    if self.rank == 0:
-        labels = grid_labels(self.args.num_classes, n_max=self.args.num_classes)
-        clips = generate_clips(self.ema, labels, self.args.cfg_scale)
-        save_gif(clips, self.exp_dir/'samples'/f'{self.step:07d}.gif', nrow=10)
-    if self.world > 1:
-        torch.distributed.barrier()
 
 # %% ../nbs/31_video_train.ipynb #9ad5e0e1
 @torch.no_grad()

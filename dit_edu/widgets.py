@@ -14,7 +14,6 @@ import io, math, time
 import numpy as np
 import torch
 import ipywidgets as W
-from fastcore.basics import patch
 from matplotlib import colormaps
 from PIL import Image as PILImage
 
@@ -126,35 +125,32 @@ class NoisingExplorer(W.VBox):
         self.t.observe(self._render, 'value')
         self._pick()
 
-# %% ../nbs/24_widgets.ipynb #fb3acbe0
-@patch
-def _pick(self: NoisingExplorer, change=None):
-    "Select the k-th image of the chosen class and draw its noise (once per image and seed, not per t)."
-    idx = torch.nonzero(self.labels == self.class_names.index(self.cls.value)).flatten()
-    self.index.max = max(len(idx) - 1, 0)
-    self.x0 = self.images[idx[min(self.index.value, len(idx) - 1)]].float()  # (C, H, W)
-    self.noise = torch.randn(self.x0.shape, generator=torch.Generator().manual_seed(int(self.seed.value)))
-    self.x0_img.value = png_bytes(to_uint8(self.x0), self.scale)
-    self.noise_img.value = png_bytes(to_uint8(self.noise, -3, 3), self.scale)  # noise shown over +-3 std
-    self._render()
+    def _pick(self, change=None):
+        "Select the k-th image of the chosen class and draw its noise (once per image and seed, not per t)."
+        idx = torch.nonzero(self.labels == self.class_names.index(self.cls.value)).flatten()
+        self.index.max = max(len(idx) - 1, 0)
+        self.x0 = self.images[idx[min(self.index.value, len(idx) - 1)]].float()  # (C, H, W)
+        self.noise = torch.randn(self.x0.shape, generator=torch.Generator().manual_seed(int(self.seed.value)))
+        self.x0_img.value = png_bytes(to_uint8(self.x0), self.scale)
+        self.noise_img.value = png_bytes(to_uint8(self.noise, -3, 3), self.scale)  # noise shown over +-3 std
+        self._render()
 
-@patch
-def _render(self: NoisingExplorer, change=None):
-    "Show x_t for each schedule at the slider's t, the alpha_bar/SNR table and the curves with a line at t."
-    t, table_rows, self.xt = self.t.value, [], {}
-    for k, s in self.schedules.items():
-        self.xt[k] = s.q_sample(self.x0[None], torch.tensor([t]), self.noise[None])[0]  # (C, H, W)
-        self.xt_imgs[k].value = png_bytes(to_uint8(self.xt[k]), self.scale)
-        alpha_bar, snr = float(s.alphas_cumprod[t]), float(s.snr[t])
-        cells = [k, f"{alpha_bar:.4f}", f"{snr:.3g}", f"{math.log10(max(snr, 1e-12)):+.2f}"]
-        table_rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    self.info.value = ("<table><tr><th>schedule</th><th>alpha_bar</th><th>SNR</th><th>log10 SNR</th></tr>"
-                       + "".join(table_rows) + f"</table><p>t = {t} of {self.T}</p>")
-    rgb = self.plot_rgb.copy()
-    for x0, x1, top, bot in self.plot_spans:
-        col = int(round(x0 + (x1 - x0) * t / (self.T - 1)))
-        rgb[int(top):int(bot), max(col - 1, 0):col + 1] = (200, 30, 30)
-    self.plot_img.value = png_bytes(rgb)
+    def _render(self, change=None):
+        "Show x_t for each schedule at the slider's t, the alpha_bar/SNR table and the curves with a line at t."
+        t, table_rows, self.xt = self.t.value, [], {}
+        for k, s in self.schedules.items():
+            self.xt[k] = s.q_sample(self.x0[None], torch.tensor([t]), self.noise[None])[0]  # (C, H, W)
+            self.xt_imgs[k].value = png_bytes(to_uint8(self.xt[k]), self.scale)
+            alpha_bar, snr = float(s.alphas_cumprod[t]), float(s.snr[t])
+            cells = [k, f"{alpha_bar:.4f}", f"{snr:.3g}", f"{math.log10(max(snr, 1e-12)):+.2f}"]
+            table_rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        self.info.value = ("<table><tr><th>schedule</th><th>alpha_bar</th><th>SNR</th><th>log10 SNR</th></tr>"
+                           + "".join(table_rows) + f"</table><p>t = {t} of {self.T}</p>")
+        rgb = self.plot_rgb.copy()
+        for x0, x1, top, bot in self.plot_spans:
+            col = int(round(x0 + (x1 - x0) * t / (self.T - 1)))
+            rgb[int(top):int(bot), max(col - 1, 0):col + 1] = (200, 30, 30)
+        self.plot_img.value = png_bytes(rgb)
 
 # %% ../nbs/24_widgets.ipynb #34854528
 def fashion_images(n=2000, image_size=28, data_path=None):
@@ -208,46 +204,42 @@ class DenoisingExplorer(W.VBox):
         self.button.on_click(lambda b: self.generate())
         self.step.observe(self._render, 'value')
 
-# %% ../nbs/24_widgets.ipynb #fbc8feec
-@patch
-def generate(self: DenoisingExplorer):
-    "Run the sampler once with a progress bar, then pre-render every step so the slider only swaps images."
-    self.button.disabled, self.progress.bar_style = True, 'info'
-    self.progress.value, self.progress.max = 0, self.steps.value
-    t0, self.made = time.perf_counter(), (self.sampler.value, self.steps.value, self.cfg.value,
-                                          self.cls.value, int(self.seed.value))
-    def progress(i): self.progress.value = i
-    try:
-        frames = self.trajectory_fn(self.class_names.index(self.cls.value), self.cfg.value,
-                                    self.sampler.value, self.steps.value, int(self.seed.value), self.n.value,
-                                    progress)
-        self.frames = [dict(f, xt_png=self._png(f['x_t']), x0_png=self._png(f['pred_x0'])) for f in frames]
-    finally:
-        self.button.disabled = False
-    self.progress.value, self.progress.bar_style = self.progress.max, 'success'
-    self.seconds = time.perf_counter() - t0
-    with self.step.hold_trait_notifications():
-        self.step.max = self.play.max = len(self.frames) - 1
-        self.step.value = self.play.value = 0
-    self._render()
-    return self
+    def generate(self):
+        "Run the sampler once with a progress bar, then pre-render every step so the slider only swaps images."
+        self.button.disabled, self.progress.bar_style = True, 'info'
+        self.progress.value, self.progress.max = 0, self.steps.value
+        t0, self.made = time.perf_counter(), (self.sampler.value, self.steps.value, self.cfg.value,
+                                              self.cls.value, int(self.seed.value))
+        def progress(i): self.progress.value = i
+        try:
+            frames = self.trajectory_fn(self.class_names.index(self.cls.value), self.cfg.value,
+                                        self.sampler.value, self.steps.value, int(self.seed.value), self.n.value,
+                                        progress)
+            self.frames = [dict(f, xt_png=self._png(f['x_t']), x0_png=self._png(f['pred_x0'])) for f in frames]
+        finally:
+            self.button.disabled = False
+        self.progress.value, self.progress.bar_style = self.progress.max, 'success'
+        self.seconds = time.perf_counter() - t0
+        with self.step.hold_trait_notifications():
+            self.step.max = self.play.max = len(self.frames) - 1
+            self.step.value = self.play.value = 0
+        self._render()
+        return self
 
-@patch
-def _png(self: DenoisingExplorer, x):
-    "A batch (B, C, H, W) as one PNG grid, at most 8 per row."
-    return png_bytes(image_grid(np.stack([to_uint8(xi) for xi in x]), min(len(x), 8)), self.scale)
+    def _png(self, x):
+        "A batch (B, C, H, W) as one PNG grid, at most 8 per row."
+        return png_bytes(image_grid(np.stack([to_uint8(xi) for xi in x]), min(len(x), 8)), self.scale)
 
-@patch
-def _render(self: DenoisingExplorer, change=None):
-    "Show the pre-rendered x_t and predicted x_0 of the slider's step."
-    if not self.frames: return
-    f = self.frames[self.step.value]
-    self.xt_img.value, self.x0_img.value = f['xt_png'], f['x0_png']
-    # the settings of the last Generate, not the widgets' current ones
-    sampler, steps, cfg, cls, seed = self.made
-    self.info.value = (f"step {self.step.value} of {len(self.frames) - 1}, t = {f['t']} &nbsp; "
-                       f"({sampler}, {steps} steps, "
-                       f"guidance {cfg:g}, {cls}, seed {seed}; sampled in {self.seconds:.1f} s)")
+    def _render(self, change=None):
+        "Show the pre-rendered x_t and predicted x_0 of the slider's step."
+        if not self.frames: return
+        f = self.frames[self.step.value]
+        self.xt_img.value, self.x0_img.value = f['xt_png'], f['x0_png']
+        # the settings of the last Generate, not the widgets' current ones
+        sampler, steps, cfg, cls, seed = self.made
+        self.info.value = (f"step {self.step.value} of {len(self.frames) - 1}, t = {f['t']} &nbsp; "
+                           f"({sampler}, {steps} steps, "
+                           f"guidance {cfg:g}, {cls}, seed {seed}; sampled in {self.seconds:.1f} s)")
 
 # %% ../nbs/24_widgets.ipynb #509b79b9
 # explorer names -> notebook 09's methods
@@ -334,56 +326,51 @@ class AttentionExplorer(W.VBox):
         for w in (self.t, self.block, self.head, self.row, self.col): w.observe(self._render, 'value')
         self._forward()
 
-# %% ../nbs/24_widgets.ipynb #01034741
-@patch
-def _forward(self: AttentionExplorer, change=None):
-    "Noise the chosen image to every slider t, run the model on them in batches, keep all attention maps."
-    y = self.class_names.index(self.cls.value)
-    idx = torch.nonzero(self.labels == y).flatten()
-    self.index.max = max(len(idx) - 1, 0)
-    i = int(idx[min(self.index.value, len(idx) - 1)])
-    dev = next(self.model.parameters()).device
-    x0 = self.images[i:i + 1].float().expand(len(self.ts), -1, -1, -1)  # (nt, C, H, W)
-    # same draw for every t
-    noise = torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(i)).expand_as(x0)
-    ts = torch.tensor(self.ts)
-    self.xt_all = self.schedule.q_sample(x0, ts, noise)  # (nt, C, H, W)
-    maps = [attention_maps(self.model, xb.to(dev), tb.to(dev),
-                           torch.full((len(tb),), y, device=dev)).half().cpu()
-            for xb, tb in zip(self.xt_all.split(self.batch), ts.split(self.batch))]
-    self.attn_all = torch.cat(maps, 1).numpy()  # (depth, nt, heads, T, T)
-    self._render()
+    def _forward(self, change=None):
+        "Noise the chosen image to every slider t, run the model on them in batches, keep all attention maps."
+        y = self.class_names.index(self.cls.value)
+        idx = torch.nonzero(self.labels == y).flatten()
+        self.index.max = max(len(idx) - 1, 0)
+        i = int(idx[min(self.index.value, len(idx) - 1)])
+        dev = next(self.model.parameters()).device
+        x0 = self.images[i:i + 1].float().expand(len(self.ts), -1, -1, -1)  # (nt, C, H, W)
+        # same draw for every t
+        noise = torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(i)).expand_as(x0)
+        ts = torch.tensor(self.ts)
+        self.xt_all = self.schedule.q_sample(x0, ts, noise)  # (nt, C, H, W)
+        maps = [attention_maps(self.model, xb.to(dev), tb.to(dev),
+                               torch.full((len(tb),), y, device=dev)).half().cpu()
+                for xb, tb in zip(self.xt_all.split(self.batch), ts.split(self.batch))]
+        self.attn_all = torch.cat(maps, 1).numpy()  # (depth, nt, heads, T, T)
+        self._render()
 
-@patch
-def query_map(self: AttentionExplorer):
-    "Attention of the query patch over all patches (G, G) for the chosen t, block and head (or their mean)."
-    query = self.row.value * self.G + self.col.value
-    weights = self.attn[self.block.value, :, query].astype(np.float32)        # (heads, T)
-    weights = weights.mean(0) if self.head.value == 'mean' else weights[self.head.value]
-    return weights.reshape(self.G, self.G)
+    def query_map(self):
+        "Attention of the query patch over all patches (G, G) for the chosen t, block and head (or their mean)."
+        query = self.row.value * self.G + self.col.value
+        weights = self.attn[self.block.value, :, query].astype(np.float32)        # (heads, T)
+        weights = weights.mean(0) if self.head.value == 'mean' else weights[self.head.value]
+        return weights.reshape(self.G, self.G)
 
-# %% ../nbs/24_widgets.ipynb #662cef29
-@patch
-def _render(self: AttentionExplorer, change=None):
-    "Box the query patch on x_t, overlay its attention, and show every head of the block."
-    k = self.ts.index(self.t.value)
-    self.xt, self.attn = self.xt_all[k], self.attn_all[:, k]  # (C, H, W), (depth, heads, T, T)
-    gray = to_uint8(self.xt)
-    if gray.ndim == 3: gray = gray.mean(-1).astype(np.uint8)
-    s, ps, q = self.scale, self.p * self.scale, self.row.value * self.G + self.col.value
-    r0, c0, amap = self.row.value * ps, self.col.value * ps, self.query_map()
-    gray = upscale(gray, s)  # (H*s, W*s)
-    self.xt_img.value = png_bytes(outline(np.repeat(gray[..., None], 3, -1), r0, c0, ps))
-    self.map_img.value = png_bytes(outline(overlay(gray, upscale(heat_rgb(amap), ps)), r0, c0, ps))
-    per_head = self.attn[self.block.value, :, q].astype(np.float32).reshape(self.heads, self.G, self.G)
-    tiles = np.stack([outline(upscale(heat_rgb(h), ps // 2), r0 // 2, c0 // 2, ps // 2) for h in per_head])
-    self.heads_img.value = png_bytes(image_grid(tiles, min(self.heads, 4), 4))
-    top = np.argsort(amap.ravel())[::-1][:3]
-    self.info.value = (f"block {self.block.value}, head {self.head.value}, "
-                       f"query patch (row {self.row.value}, col {self.col.value}), "
-                       f"t = {self.t.value}: largest weight {amap.max():.3f} (uniform: "
-                       f"{1 / self.G ** 2:.3f}), on patches "
-                       + ", ".join(f"({k // self.G}, {k % self.G})" for k in top))
+    def _render(self, change=None):
+        "Box the query patch on x_t, overlay its attention, and show every head of the block."
+        k = self.ts.index(self.t.value)
+        self.xt, self.attn = self.xt_all[k], self.attn_all[:, k]  # (C, H, W), (depth, heads, T, T)
+        gray = to_uint8(self.xt)
+        if gray.ndim == 3: gray = gray.mean(-1).astype(np.uint8)
+        s, ps, q = self.scale, self.p * self.scale, self.row.value * self.G + self.col.value
+        r0, c0, amap = self.row.value * ps, self.col.value * ps, self.query_map()
+        gray = upscale(gray, s)  # (H*s, W*s)
+        self.xt_img.value = png_bytes(outline(np.repeat(gray[..., None], 3, -1), r0, c0, ps))
+        self.map_img.value = png_bytes(outline(overlay(gray, upscale(heat_rgb(amap), ps)), r0, c0, ps))
+        per_head = self.attn[self.block.value, :, q].astype(np.float32).reshape(self.heads, self.G, self.G)
+        tiles = np.stack([outline(upscale(heat_rgb(h), ps // 2), r0 // 2, c0 // 2, ps // 2) for h in per_head])
+        self.heads_img.value = png_bytes(image_grid(tiles, min(self.heads, 4), 4))
+        top = np.argsort(amap.ravel())[::-1][:3]
+        self.info.value = (f"block {self.block.value}, head {self.head.value}, "
+                           f"query patch (row {self.row.value}, col {self.col.value}), "
+                           f"t = {self.t.value}: largest weight {amap.max():.3f} (uniform: "
+                           f"{1 / self.G ** 2:.3f}), on patches "
+                           + ", ".join(f"({k // self.G}, {k % self.G})" for k in top))
 
 # %% ../nbs/24_widgets.ipynb #1bcad487
 def as_model(checkpoint=None):
@@ -461,43 +448,39 @@ class ClipPlayer(W.VBox):
         self.frame.observe(self._render, 'value')
         self.t.observe(self._render, 'value')
 
-# %% ../nbs/24_widgets.ipynb #88633bfc
-@patch
-def generate(self: ClipPlayer):
-    "Sample once, pre-render every (step, frame) so both sliders only swap pictures; show the finished clip."
-    self.button.disabled, self.progress.value, self.progress.bar_style = True, 0, 'info'
-    t0, self.made = time.perf_counter(), (self.cls.value, self.cfg.value, int(self.seed.value))
-    def progress(i): self.progress.value = i
-    try:
-        steps = self.trajectory_fn(self.class_names.index(self.cls.value), self.cfg.value, self.progress.max,
-                                   int(self.seed.value), self.n, progress)
-        self.frames = [dict(t=s['t'], xt=self._pngs(s['x_t']), x0=self._pngs(s['pred_x0'])) for s in steps]
-    finally:
-        self.button.disabled = False
-    self.progress.bar_style, self.seconds = 'success', time.perf_counter() - t0
-    with self.t.hold_trait_notifications():
-        self.t.max = len(self.frames) - 1
-        self.t.value = self.t.max
-    self._render()
-    return self
+    def generate(self):
+        "Sample once, pre-render every (step, frame) so both sliders only swap pictures; show the finished clip."
+        self.button.disabled, self.progress.value, self.progress.bar_style = True, 0, 'info'
+        t0, self.made = time.perf_counter(), (self.cls.value, self.cfg.value, int(self.seed.value))
+        def progress(i): self.progress.value = i
+        try:
+            steps = self.trajectory_fn(self.class_names.index(self.cls.value), self.cfg.value, self.progress.max,
+                                       int(self.seed.value), self.n, progress)
+            self.frames = [dict(t=s['t'], xt=self._pngs(s['x_t']), x0=self._pngs(s['pred_x0'])) for s in steps]
+        finally:
+            self.button.disabled = False
+        self.progress.bar_style, self.seconds = 'success', time.perf_counter() - t0
+        with self.t.hold_trait_notifications():
+            self.t.max = len(self.frames) - 1
+            self.t.value = self.t.max
+        self._render()
+        return self
 
-@patch
-def _pngs(self: ClipPlayer, x):
-    "Clips (n, C, F, H, W) -> one PNG per frame, the n clips side by side."
-    a = clips_to_uint8(x)                                                   # (n, F, H, W, C)
-    return [png_bytes(image_grid(a[:, f, ..., 0] if a.shape[-1] == 1 else a[:, f], pad=2),
-                      self.scale) for f in range(a.shape[1])]
+    def _pngs(self, x):
+        "Clips (n, C, F, H, W) -> one PNG per frame, the n clips side by side."
+        a = clips_to_uint8(x)                                                   # (n, F, H, W, C)
+        return [png_bytes(image_grid(a[:, f, ..., 0] if a.shape[-1] == 1 else a[:, f], pad=2),
+                          self.scale) for f in range(a.shape[1])]
 
-@patch
-def _render(self: ClipPlayer, change=None):
-    "Show the pre-rendered frame of the t step picked by the sliders."
-    if not self.frames: return
-    s, f = self.frames[self.t.value], self.frame.value
-    self.xt_img.value, self.x0_img.value = s['xt'][f], s['x0'][f]
-    cls, cfg, seed = self.made
-    self.info.value = (f"frame {f + 1} of {len(s['xt'])}, step {self.t.value} of {len(self.frames) - 1}, "
-                       f"t = {s['t']} &nbsp; "
-                       f"({cls}, guidance {cfg:g}, seed {seed}; sampled in {self.seconds:.1f} s)")
+    def _render(self, change=None):
+        "Show the pre-rendered frame of the t step picked by the sliders."
+        if not self.frames: return
+        s, f = self.frames[self.t.value], self.frame.value
+        self.xt_img.value, self.x0_img.value = s['xt'][f], s['x0'][f]
+        cls, cfg, seed = self.made
+        self.info.value = (f"frame {f + 1} of {len(s['xt'])}, step {self.t.value} of {len(self.frames) - 1}, "
+                           f"t = {s['t']} &nbsp; "
+                           f"({cls}, guidance {cfg:g}, seed {seed}; sampled in {self.seconds:.1f} s)")
 
 # %% ../nbs/24_widgets.ipynb #400135b8
 def clip_player(checkpoint=None, n=2):
