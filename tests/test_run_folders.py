@@ -126,7 +126,7 @@ def test_cut_off_extraction_is_refused(latents, tmp_path, monkeypatch, capsys):
 def test_train_vae_never_overwrites_a_folder(tmp_path, capsys):
     "dit-train-vae --out an existing VAE folder: exit 2, one line, the folder as it was."
     pytest.importorskip('diffusers')
-    from dit_edu.vae import main as vae_main
+    from dit_edu.vae_train import main as vae_main
     out = tmp_path / 'vae'; out.mkdir(); (out / 'config.json').write_text('{"earlier": 1}')
     with pytest.raises(SystemExit) as e: vae_main(['--out', str(out), '--steps', '1'])
     assert e.value.code == 2 and '--out' in _one_line(capsys.readouterr().err, 'dit-train-vae')
