@@ -20,7 +20,8 @@ import torch.distributed as dist
 from fastcore.basics import patch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .model import DiT, DiT_models, load_tensors
+from .model import DiT, DiT_models
+from .checkpoints import load_tensors
 from .training import make_ema, update_ema
 from .diffusion import create_diffusion
 from .cli import UserError, Parser, ranged, user_errors, run_cli, check_file_config, check_weights
@@ -125,7 +126,7 @@ def read_checkpoint(path):
     missing = [k for k in CKPT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise ValueError(f"{path} is not a dit-train checkpoint (missing {missing}); "
-                         "for weights only use dit_edu.model.load_checkpoint")
+                         "for weights only use dit_edu.checkpoints.load_checkpoint")
     # stored as JSON text (older runs: a dict)
     if isinstance(ckpt['args'], str): ckpt['args'] = json.loads(ckpt['args'])
     step = ckpt['step']

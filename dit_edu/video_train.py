@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 import dit_edu
-from .model import read_state_dict
+from .checkpoints import read_state_dict
 from .sample import read_model_file
 from .data import MovingFashionMNIST, FASHION_CLASSES
 from .cli import UserError, user_errors
