@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SEED_MAX', 'IMAGE_SIZE_MAX', 'seed_type', 'CONFIG_FIELDS', 'UserError', 'Parser', 'ranged', 'user_errors', 'run_cli',
-           'device_type', 'writable', 'check_file_config', 'check_weights', 'info', 'info_main']
+           'device_type', 'writable', 'check_file_config', 'check_weights', 'setup_distributed', 'info', 'info_main']
 
 # %% ../nbs/26_cli.ipynb #1f5eb4bd
 import argparse, contextlib, errno, math, os, sys, tempfile
@@ -123,6 +123,26 @@ def check_weights(sd, source):
     bad = sum(int((~torch.isfinite(v)).sum()) for v in sd.values())
     if bad: raise ValueError(f"{source} holds {bad:,} NaN or inf weights (a diverged run?); sampling it gives blank images")
     return sd
+
+# %% ../nbs/26_cli.ipynb #4a6d0f2f
+def setup_distributed(device=None):
+    "(rank, world, device): torchrun's environment if present (NCCL on GPUs, gloo on CPUs), else one process."
+    import torch
+    import torch.distributed as dist
+    world = int(os.environ.get('WORLD_SIZE', 1))
+    missing = [k for k in ('RANK', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
+    if world > 1 and not dist.is_initialized() and missing:
+        raise UserError(f"WORLD_SIZE={world} is set but not {', '.join(missing)}: a stale variable, not torchrun; "
+                        "unset WORLD_SIZE, or start the command with torchrun")
+    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if world > 1 and not dist.is_initialized():
+        local = int(os.environ.get('LOCAL_RANK', 0))
+        if device.type == 'cuda':
+            device = torch.device('cuda', local)
+            torch.cuda.set_device(device)
+        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return rank, world, device
 
 # %% ../nbs/26_cli.ipynb #e36793b2
 def info(argv=None):

@@ -19,12 +19,11 @@ import dit_edu
 from .model import DiT, DiT_models
 from .checkpoints import load_tensors, read_state_dict, infer_config, _describe
 from .video import build_video, is_video_config
-from .data import load_vae, decode_latents, FASHION_CLASSES
+from .data import load_vae, decode_latents, FASHION_CLASSES, save_grid
 from .sampling import Sampler, ClassifierFreeGuidance, SAMPLERS, logsnr_timesteps
 from .diffusion import create_diffusion
 from .cli import Parser, ranged, UserError, user_errors, run_cli, check_file_config, check_weights
-from .cli import seed_type, device_type, writable, IMAGE_SIZE_MAX
-from .train import save_grid, setup_distributed
+from .cli import seed_type, device_type, writable, IMAGE_SIZE_MAX, setup_distributed
 
 # %% ../nbs/23_sample.ipynb #da0c0e5c
 DEFAULT_CKPT = Path(dit_edu.__file__).parent/'assets'/'fmnist_dit.safetensors'
