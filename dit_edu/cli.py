@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SEED_MAX', 'IMAGE_SIZE_MAX', 'seed_type', 'CONFIG_FIELDS', 'UserError', 'Parser', 'ranged', 'user_errors', 'run_cli',
-           'device_type', 'writable', 'check_file_config', 'check_weights']
+           'device_type', 'writable', 'check_file_config', 'check_weights', 'setup_distributed', 'info', 'info_main']
 
 # %% ../nbs/26_cli.ipynb #1f5eb4bd
 import argparse, contextlib, errno, math, os, sys, tempfile
@@ -123,3 +123,58 @@ def check_weights(sd, source):
     bad = sum(int((~torch.isfinite(v)).sum()) for v in sd.values())
     if bad: raise ValueError(f"{source} holds {bad:,} NaN or inf weights (a diverged run?); sampling it gives blank images")
     return sd
+
+# %% ../nbs/26_cli.ipynb #4a6d0f2f
+def setup_distributed(device=None):
+    "(rank, world, device): torchrun's environment if present (NCCL on GPUs, gloo on CPUs), else one process."
+    import torch
+    import torch.distributed as dist
+    world = int(os.environ.get('WORLD_SIZE', 1))
+    missing = [k for k in ('RANK', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
+    if world > 1 and not dist.is_initialized() and missing:
+        raise UserError(f"WORLD_SIZE={world} is set but not {', '.join(missing)}: a stale variable, not torchrun; "
+                        "unset WORLD_SIZE, or start the command with torchrun")
+    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if world > 1 and not dist.is_initialized():
+        local = int(os.environ.get('LOCAL_RANK', 0))
+        if device.type == 'cuda':
+            device = torch.device('cuda', local)
+            torch.cuda.set_device(device)
+        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return rank, world, device
+
+# %% ../nbs/26_cli.ipynb #e36793b2
+def info(argv=None):
+    "dit-info: parameters and Gflops of the paper's DiT configs and our tiny presets."
+    import json, torch                               # on use: importing this module stays light
+    from dataclasses import asdict
+    from dit_edu.model import DiT_models, DiT_configs, PAPER_MODELS, count_params, model_table, print_table
+    ap = Parser(prog='dit-info', description=info.__doc__)
+    ap.add_argument('--model', choices=list(DiT_models), help='show one model in detail')
+    ap.add_argument('--image-size', type=ranged(int, 8, IMAGE_SIZE_MAX), default=256,
+                    help='image size; latents are image-size/8 (the SD VAE)')
+    a = ap.parse_args(argv)
+    p = DiT_configs[a.model].patch_size if a.model else max(DiT_configs[n].patch_size for n in PAPER_MODELS)
+    if a.image_size % (8 * p):                                 # the latent side must split into whole patches
+        raise UserError(f"--image-size {a.image_size}: must be a multiple of {8 * p} "
+                        f"(latents are 8x smaller, patches {p}x{p}"
+                        f"{' for ' + a.model if a.model else '; --model shows one model'})")
+    lat = a.image_size // 8
+    if a.model:
+        print_table(model_table([a.model], input_size=lat),
+                    f'{a.model} at {a.image_size}px ({lat}x{lat}x4 latents)')
+        with torch.device('meta'): m = DiT_models[a.model](input_size=lat)
+        print(json.dumps(dict(asdict(DiT_configs[a.model]), tokens=m.x_embedder.num_patches,
+                              trainable_params=count_params(m, trainable_only=True)), indent=1))
+        return
+    print_table(model_table(input_size=lat),
+                f'The paper\'s DiT models at {a.image_size}px ({lat}x{lat}x4 latents, 1000 classes)')
+    print()
+    print_table(model_table([n for n in DiT_models if n not in PAPER_MODELS], input_size=32, in_channels=1,
+                            num_classes=10),
+                'Tiny presets on Fashion-MNIST (32x32x1, 10 classes)')
+
+def info_main(argv=None):
+    "Console script `dit-info`: exit status 0, or 2 and one line on a bad flag."
+    run_cli(info, argv, 'dit-info')

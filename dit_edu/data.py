@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['FASHION_DIR', 'FASHION_FILES', 'FASHION_CLASSES', 'VAE_SCALE', 'VAE_HUB', 'SHIPPED_VAE', 'read_idx',
-           'find_fashion_mnist', 'FashionMNIST', 'center_crop_arr', 'imagefolder_dataset', 'hub_unreachable',
-           'load_vae', 'vae_factor', 'encode_latents', 'decode_latents', 'tiny_vae_config', 'extract_latents',
-           'check_meta', 'LatentDataset', 'detect_dataset', 'make_dataset', 'extract', 'extract_main', 'bounce_path',
-           'MovingFashionMNIST']
+           'find_fashion_mnist', 'FashionMNIST', 'save_grid', 'center_crop_arr', 'imagefolder_dataset',
+           'hub_unreachable', 'load_vae', 'vae_factor', 'encode_latents', 'decode_latents', 'tiny_vae_config',
+           'extract_latents', 'check_meta', 'LatentDataset', 'detect_dataset', 'make_dataset', 'extract',
+           'extract_main', 'bounce_path', 'MovingFashionMNIST']
 
 # %% ../nbs/20_data.ipynb #9f00da03
 import gzip, json, os, struct, sys, warnings
@@ -102,6 +102,13 @@ class FashionMNIST(Dataset):
         "Batched fetch used by DataLoader: one indexing op instead of one per image."
         idx = torch.as_tensor(idx)
         return list(zip(self._convert(self.images[idx]), self.labels[idx]))
+
+# %% ../nbs/20_data.ipynb #ecf9d200
+def save_grid(x, path, nrow):
+    "Save images in [-1, 1] as one PNG grid."
+    from torchvision.utils import save_image
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_image(x.float().cpu() * 0.5 + 0.5, str(path), nrow=nrow, padding=2, pad_value=1.0)
 
 # %% ../nbs/20_data.ipynb #1ad72f4a
 def center_crop_arr(pil_image, image_size):

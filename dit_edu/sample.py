@@ -16,14 +16,14 @@ import torch
 import torch.distributed as dist
 
 import dit_edu
-from .model import DiT, DiT_models, read_state_dict, infer_config, _describe
+from .model import DiT, DiT_models
+from .checkpoints import load_tensors, read_state_dict, infer_config, _describe
 from .video import build_video, is_video_config
-from .data import load_vae, decode_latents, FASHION_CLASSES
+from .data import load_vae, decode_latents, FASHION_CLASSES, save_grid
 from .sampling import Sampler, ClassifierFreeGuidance, SAMPLERS, logsnr_timesteps
 from .diffusion import create_diffusion
 from .cli import Parser, ranged, UserError, user_errors, run_cli, check_file_config, check_weights
-from .cli import seed_type, device_type, writable, IMAGE_SIZE_MAX
-from .train import save_grid, setup_distributed
+from .cli import seed_type, device_type, writable, IMAGE_SIZE_MAX, setup_distributed
 
 # %% ../nbs/23_sample.ipynb #da0c0e5c
 DEFAULT_CKPT = Path(dit_edu.__file__).parent/'assets'/'fmnist_dit.safetensors'
@@ -216,7 +216,6 @@ def _steps(a): return a.num_sampling_steps or dict(ddpm=250, ddim=50).get(a.samp
 
 def run_args(ckpt):
     "The dit-train flags stored with `ckpt` (.safetensors metadata or a checkpoint's args); None if absent."
-    from dit_edu.model import load_tensors
     path = Path(ckpt) if ckpt else DEFAULT_CKPT
     if path.suffix == '.safetensors':
         from safetensors import safe_open

@@ -6,9 +6,9 @@
 __all__ = ['CKPT_KEYS', 'TINY_DEFAULTS', 'PAPER_DEFAULTS', 'RESUME_OVERRIDES', 'VIDEO_FLAGS', 'RUN_KEYS', 'step_randomness',
            'drop_labels', 'flip_batch', 'make_train_step', 'write_atomic', 'save_checkpoint',
            'remove_partial_checkpoints', 'read_checkpoint', 'ResumableSampler', 'get_parser', 'resolve_args',
-           'setup_distributed', 'build_model', 'model_config', 'experiment_dir', 'latest_checkpoint', 'run_folder',
-           'lock_run', 'release_runs', 'save_grid', 'grid_labels', 'plot_losses', 'tqdm_write', 'Trainer',
-           'given_flags', 'resumed_args', 'train', 'main']
+           'build_model', 'model_config', 'experiment_dir', 'latest_checkpoint', 'run_folder', 'lock_run',
+           'release_runs', 'grid_labels', 'plot_losses', 'tqdm_write', 'Trainer', 'given_flags', 'resumed_args',
+           'train', 'main']
 
 # %% ../nbs/22_train.ipynb #a92c176f
 import argparse, copy, errno, fcntl, json, os, random, shutil, sys, time, zipfile
@@ -19,12 +19,14 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .model import DiT, DiT_models, load_tensors
+from .model import DiT, DiT_models
+from .checkpoints import load_tensors
 from .training import make_ema, update_ema
 from .diffusion import create_diffusion
 from .cli import UserError, Parser, ranged, user_errors, run_cli, check_file_config, check_weights
-from .cli import seed_type, device_type, writable, IMAGE_SIZE_MAX
-from .data import make_dataset, detect_dataset, load_vae, vae_factor, encode_latents
+from .cli import seed_type, device_type, writable, IMAGE_SIZE_MAX, setup_distributed
+from .data import make_dataset, detect_dataset, load_vae, vae_factor, encode_latents, save_grid
+from .sample import generate
 from .video import VideoDiT_models
 
 # %% ../nbs/22_train.ipynb #3ac8a4be
@@ -124,7 +126,7 @@ def read_checkpoint(path):
     missing = [k for k in CKPT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise ValueError(f"{path} is not a dit-train checkpoint (missing {missing}); "
-                         "for weights only use dit_edu.model.load_checkpoint")
+                         "for weights only use dit_edu.checkpoints.load_checkpoint")
     # stored as JSON text (older runs: a dict)
     if isinstance(ckpt['args'], str): ckpt['args'] = json.loads(ckpt['args'])
     step = ckpt['step']
@@ -241,24 +243,6 @@ def resolve_args(args):
         with user_errors('--init-from'): image_init(args.init_from)
     return args
 
-# %% ../nbs/22_train.ipynb #97aaf095
-def setup_distributed(device=None):
-    "(rank, world, device): torchrun's environment if present (NCCL on GPUs, gloo on CPUs), else one process."
-    world = int(os.environ.get('WORLD_SIZE', 1))
-    missing = [k for k in ('RANK', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
-    if world > 1 and not dist.is_initialized() and missing:
-        raise UserError(f"WORLD_SIZE={world} is set but not {', '.join(missing)}: a stale variable, not torchrun; "
-                        "unset WORLD_SIZE, or start the command with torchrun")
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    if world > 1 and not dist.is_initialized():
-        local = int(os.environ.get('LOCAL_RANK', 0))
-        if device.type == 'cuda':
-            device = torch.device('cuda', local)
-            torch.cuda.set_device(device)
-        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return rank, world, device
-
 # %% ../nbs/22_train.ipynb #8168797f
 def build_model(args, in_channels, input_size):
     "The DiT of `args.model` for this data, with the same initial weights on every rank."
@@ -335,12 +319,6 @@ def release_runs():
     while _held: os.close(_held.popitem()[1])
 
 # %% ../nbs/22_train.ipynb #2cc484e4
-def save_grid(x, path, nrow):
-    "Save images in [-1, 1] as one PNG grid."
-    from torchvision.utils import save_image
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_image(x.float().cpu() * 0.5 + 0.5, str(path), nrow=nrow, padding=2, pad_value=1.0)
-
 def grid_labels(num_classes, n_max=80):
     "Labels for a sample grid: each class once (ImageNet: 16 spread classes), repeated up to `n_max` images."
     if num_classes > 16: return [int(i) for i in torch.linspace(0, num_classes - 1, 16).round()]
@@ -583,7 +561,6 @@ class Trainer:
     def sample(self):
         "Save a grid of EMA samples (rank 0)."
         if self.rank == 0:
-            from dit_edu.sample import generate  # sample.py imports this module: import on use
             labels = grid_labels(self.args.num_classes)
             x = generate(self.ema, labels, self.args.cfg_scale, vae=self.decoder)
             save_grid(x, self.exp_dir/'samples'/f'{self.step:07d}.png',

@@ -20,7 +20,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from .patchify import PatchEmbed, get_1d_sincos_pos_embed, get_2d_sincos_pos_embed
 from .embeddings import TimestepEmbedder, LabelEmbedder
 from .blocks import DiTBlock, FinalLayer
-from .model import DiT, DiT_configs, read_state_dict
+from .model import DiT, DiT_configs
+from .checkpoints import read_state_dict
 
 # %% ../nbs/30_video.ipynb #5898285a
 def patchify_clip(x, p):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import dit_edu
-from .model import read_state_dict
+from .checkpoints import read_state_dict
 from .sample import read_model_file
 from .data import MovingFashionMNIST, FASHION_CLASSES
 from .cli import UserError, user_errors

@@ -13,7 +13,7 @@ from dit_edu.cli import run_cli
 from dit_edu.train import main as train_main, experiment_dir, save_checkpoint, read_checkpoint
 from dit_edu.sample import main as sample_main, main_ddp as sample_ddp_main, load_model, DEFAULT_CKPT
 from dit_edu.bench import main as bench_main
-from dit_edu.model import main as info_main
+from dit_edu.cli import info_main
 from dit_edu.data import extract_main
 from conftest import ROOT, child_env as _env
 

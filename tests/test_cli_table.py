@@ -224,7 +224,7 @@ def test_eval_inputs(tmp_path):
 
 
 def test_stale_world_size_is_refused(monkeypatch):
-    from dit_edu.train import setup_distributed
+    from dit_edu.cli import setup_distributed
     monkeypatch.setenv('WORLD_SIZE', '2')
     for k in ('RANK', 'MASTER_ADDR', 'MASTER_PORT'): monkeypatch.delenv(k, raising=False)
     with pytest.raises(UserError, match='WORLD_SIZE=2'): setup_distributed('cpu')

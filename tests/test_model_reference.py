@@ -1,7 +1,8 @@
-"""dit_edu.model against the reference DiT's numbers (tests/fixtures/dit_golden.pt), and the checkpoint loader."""
+"""dit_edu.model against the reference DiT's numbers (tests/fixtures/dit_golden.pt), and the loader of dit_edu.checkpoints."""
 import pytest, torch
 from safetensors.torch import save_file
-from dit_edu.model import DiT, DiT_models, PAPER_MODELS, count_params, load_checkpoint, model_gflops
+from dit_edu.model import DiT, DiT_models, PAPER_MODELS, count_params, model_gflops
+from dit_edu.checkpoints import load_checkpoint
 from dit_edu.patchify import get_2d_sincos_pos_embed
 from dit_edu.embeddings import timestep_embedding
 

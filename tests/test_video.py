@@ -41,7 +41,7 @@ def test_run_writes_checkpoints_gif_and_video_weights(run6):
 
 
 def test_init_from_image_copies_the_spatial_blocks(run6):
-    from dit_edu.model import read_state_dict
+    from dit_edu.checkpoints import read_state_dict
     from dit_edu.video_train import SHIPPED_IMAGE
     from dit_edu.video import VideoDiT_models, init_from_image
     sd = read_state_dict(SHIPPED_IMAGE)[0]
@@ -122,7 +122,7 @@ def test_grad_checkpointing_recomputes_and_changes_no_weight(run6, tmp_path):
 
 def test_init_lr_scale_trains_the_image_weights_slower_and_resumes(tmp_path):
     """--init-lr-scale 0.5: two optimizer groups, the copied weights learn at half the rate; resume is exact."""
-    from dit_edu.model import read_state_dict
+    from dit_edu.checkpoints import read_state_dict
     from dit_edu.video_train import SHIPPED_IMAGE
     flags = VIDEO + ['--max-steps', '4', '--ckpt-every', '2', '--sample-every', '0', '--init-lr-scale', '0.5']
     t = train(flags + ['--results-dir', str(tmp_path / 'a')])

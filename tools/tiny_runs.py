@@ -101,7 +101,7 @@ def blocks(args):
 
 
 def patch(args):
-    from dit_edu.train import save_grid
+    from dit_edu.data import save_grid
     from dit_edu.sample import generate
     logs, grids = [], []
     labels = list(range(10)) * 2
