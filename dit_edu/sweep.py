@@ -19,7 +19,8 @@ import torch.distributed as dist
 from .model import DiT, DiT_configs, count_params, model_gflops
 from .blocks import BLOCKS
 from .cli import UserError, Parser, ranged, user_errors, run_cli, writable, device_type, seed_type
-from .train import Trainer, get_parser as train_parser, resolve_args, read_checkpoint, latest_checkpoint
+from .train import Trainer, get_parser as train_parser, resolve_args
+from .runs import read_checkpoint, latest_checkpoint
 from .sampling import SAMPLERS
 
 # %% ../nbs/28_sweep.ipynb #a01ea8b9

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dit_edu.cli import run_cli
-from dit_edu.train import main as train_main, experiment_dir, save_checkpoint, read_checkpoint
+from dit_edu.train import main as train_main
+from dit_edu.runs import experiment_dir, save_checkpoint, read_checkpoint
 from dit_edu.sample import main as sample_main, main_ddp as sample_ddp_main, load_model, DEFAULT_CKPT
 from dit_edu.bench import main as bench_main
 from dit_edu.cli import info_main
@@ -160,7 +161,7 @@ class FullDisk:
 
 def test_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
     "A checkpoint write that runs out of space: one line saying so, no temporary file left, exit 1 (not a user error)."
-    import dit_edu.train as T
+    import dit_edu.runs as T
     monkeypatch.setattr(T, 'open', FullDisk, raising=False)
     target = tmp_path / 'checkpoints' / '0000001.pt'
     with pytest.raises(OSError) as e: save_checkpoint(target, {'w': torch.zeros(1000)})
@@ -173,7 +174,7 @@ def test_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
 
 def test_full_disk_at_the_ema_export_is_one_line(tmp_path, monkeypatch, capsys):
     "The last write of a run (ema.safetensors) on a full disk: one line, exit 1, no partial file, the checkpoints kept."
-    import dit_edu.train as T
+    import dit_edu.runs as T
     pick = lambda path, *a, **k: (FullDisk if Path(path).name.startswith('.ema.safetensors.tmp') else open)(path, *a, **k)
     monkeypatch.setattr(T, 'open', pick, raising=False)
     with pytest.raises(SystemExit) as ex: train_main(TINY + ['--results-dir', str(tmp_path)])

@@ -161,7 +161,7 @@ def test_model_files_are_checked_before_anything_is_built(hostile, case, capsys)
 
 
 def test_training_checkpoint_fields(tmp_path):
-    from dit_edu.train import read_checkpoint, CKPT_KEYS
+    from dit_edu.runs import read_checkpoint, CKPT_KEYS
     base = {k: {} for k in CKPT_KEYS} | dict(step=1, args='{}', config=None)
     for bad, why in [(dict(step=-5), 'step -5'), (dict(step='abc'), "step 'abc'"), (dict(ema=[1]), 'not a dict of tensors'),
                      (dict(args='[1]'), 'args are a list'), (dict(config=[1]), 'a list, not a dict')]:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dit_edu.train import main as train_main, read_checkpoint
+from dit_edu.train import main as train_main
+from dit_edu.runs import read_checkpoint
 from dit_edu.data import extract, extract_main, FASHION_DIR
 from dit_edu.sample import main_ddp as sample_ddp_main
 

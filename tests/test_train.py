@@ -7,7 +7,8 @@ import torch
 
 from dit_edu.cli import UserError
 from dit_edu.training import make_ema
-from dit_edu.train import train, make_train_step, step_randomness, read_checkpoint, save_checkpoint
+from dit_edu.train import train, make_train_step, step_randomness
+from dit_edu.runs import read_checkpoint, save_checkpoint
 from dit_edu.model import DiT_models
 from dit_edu.diffusion import create_diffusion
 from conftest import ROOT, RUN, child_env as _env
@@ -180,7 +181,7 @@ def test_ddp_with_compile_matches_eager_run(uninterrupted, tmp_path):
 def test_compiled_fast_path_matches_eager_run(uninterrupted, tmp_path):
     """--compile (the default on CUDA) on a CPU: the sync-free loss compiled with the model trains as the eager run does;
     its checkpoint also resumes when the saved arguments predate the newer flags."""
-    from dit_edu.train import save_checkpoint
+    from dit_edu.runs import save_checkpoint
     torch._dynamo.reset()
     t = train(TINY + ['--results-dir', str(tmp_path), '--max-steps', '5', '--ckpt-every', '5', '--compile', '--grad-checkpointing', '1'])
     assert t.args.compile and t.args.grad_checkpointing == 1 and t.model_raw.checkpointed_blocks() == 1

@@ -10,7 +10,8 @@ diffusers = pytest.importorskip('diffusers')
 from PIL import Image
 
 from dit_edu.data import extract, tiny_vae_config, LatentDataset
-from dit_edu.train import train, read_checkpoint
+from dit_edu.train import train
+from dit_edu.runs import read_checkpoint
 from dit_edu.sample import load_model
 
 

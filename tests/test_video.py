@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from dit_edu.train import train, read_checkpoint
+from dit_edu.train import train
+from dit_edu.runs import read_checkpoint
 from dit_edu.video import load_video
 from dit_edu.video_train import SHIPPED_VIDEO
 from conftest import ROOT, RUN, child_env as _env

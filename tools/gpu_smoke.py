@@ -14,7 +14,8 @@ import torch
 out = Path(sys.argv[1] if len(sys.argv) > 1 else 'smoke_out'); out.mkdir(parents=True, exist_ok=True)
 model_name = sys.argv[2] if len(sys.argv) > 2 else 'DiT-B/4'
 device = sys.argv[3] if len(sys.argv) > 3 else ('cuda' if torch.cuda.is_available() else 'cpu')
-from dit_edu.train import train, read_checkpoint
+from dit_edu.train import train
+from dit_edu.runs import read_checkpoint
 from dit_edu.sample import generate
 
 work = Path(tempfile.mkdtemp())
