@@ -419,11 +419,12 @@ def plan(spec, argv):
     rows = []
     for c in spec['configs']:
         with user_errors(f"config {c['name']!r}"):
-            bs = train_parser().parse_args(config_argv(argv, c)).global_batch_size or args.global_batch_size
+            train_parser().parse_args(config_argv(argv, c))                  # its own flags, checked now
             with torch.device('meta'):
                 m = DiT(input_size=S, in_channels=C, num_classes=n_cls, hidden_size=c['hidden_size'], depth=c['depth'],
                         num_heads=c['num_heads'], patch_size=c['patch_size'], block=c['block'])
         g = model_gflops(m)
+        bs = run_train(spec, c)['global_batch_size']
         rows.append((c, count_params(m), g, eval_points([steps_for(b, g, bs) for b in spec['budgets']], spec)))
     return rows, probe
 
